@@ -1,0 +1,73 @@
+"""The one settings object. It reads the process environment, which is where the Functions host
+(and our local tooling) puts the values of `local.settings.json` and of the app's settings in Azure.
+
+Every setting AOS reads is declared here, with its default; README.md lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aos.errors import ConfigurationError
+
+_STORAGE_PREFIX = re.compile(r"^[a-z][a-z0-9]{0,19}$")
+
+# Environment variable for each field. The Functions host hands settings to the worker as
+# environment variables with exactly these names.
+_ENV_NAMES = {
+    "storage_connection": "AOS_STORAGE_CONNECTION",
+    "storage_prefix": "AOS_STORAGE_PREFIX",
+    "task_hub": "AOS_TASK_HUB",
+}
+
+
+class Settings(BaseModel):
+    """AOS settings. Build with `Settings.from_env()`; pass explicitly in tests."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    storage_connection: str = Field(
+        "AzureWebJobsStorage",
+        description="Name of the connection setting (or identity-based setting prefix) that "
+        "points at the storage account holding AOS data.",
+    )
+    storage_prefix: str = Field(
+        "aos",
+        description="Prefix of every table and container AOS creates, so several AOS "
+        "installations (or test runs) can share one account.",
+    )
+    task_hub: str = Field("aoshub", description="Durable Functions task hub name.")
+    environ: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)
+
+    @field_validator("storage_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not _STORAGE_PREFIX.match(value):
+            raise ValueError(
+                "must start with a lowercase letter and hold only lowercase letters and digits "
+                "(at most 20), because it begins table and container names"
+            )
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        values = {field: env[name] for field, name in _ENV_NAMES.items() if env.get(name)}
+        try:
+            return cls(**values, environ=env)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0])
+            name = _ENV_NAMES.get(field, field)
+            raise ConfigurationError(
+                f"setting {name} is invalid: {error['msg']}", field=name
+            ) from None
+
+    def get(self, name: str) -> str | None:
+        """A raw setting by its exact name (connection strings and identity-based prefixes)."""
+        value = self.environ.get(name)
+        return value if value else None
