@@ -6,9 +6,11 @@ Every setting AOS reads is declared here, with its default; README.md lists them
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -18,7 +20,7 @@ _STORAGE_PREFIX = re.compile(r"^[a-z][a-z0-9]{0,19}$")
 
 # Environment variable for each field. The Functions host hands settings to the worker as
 # environment variables with exactly these names.
-_ENV_NAMES = {
+SETTING_NAMES = {
     "storage_connection": "AOS_STORAGE_CONNECTION",
     "storage_prefix": "AOS_STORAGE_PREFIX",
     "task_hub": "AOS_TASK_HUB",
@@ -56,13 +58,13 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        values = {field: env[name] for field, name in _ENV_NAMES.items() if env.get(name)}
+        values = {field: env[name] for field, name in SETTING_NAMES.items() if env.get(name)}
         try:
             return cls(**values, environ=env)
         except ValidationError as exc:
             error = exc.errors()[0]
             field = str(error["loc"][0])
-            name = _ENV_NAMES.get(field, field)
+            name = SETTING_NAMES.get(field, field)
             raise ConfigurationError(
                 f"setting {name} is invalid: {error['msg']}", field=name
             ) from None
@@ -71,3 +73,30 @@ class Settings(BaseModel):
         """A raw setting by its exact name (connection strings and identity-based prefixes)."""
         value = self.environ.get(name)
         return value if value else None
+
+
+def load_local_settings(
+    path: str | os.PathLike[str] = "local.settings.json",
+    environ: MutableMapping[str, str] | None = None,
+) -> list[str]:
+    """Copy the `Values` of a local.settings.json into the environment, as Core Tools does.
+
+    Variables already set in the environment win. Returns the names that were set. A missing
+    file is not an error (settings may come from the environment alone).
+    """
+    environ = os.environ if environ is None else environ
+    file = Path(path)
+    if not file.is_file():
+        return []
+    try:
+        values = json.loads(file.read_text(encoding="utf-8")).get("Values", {})
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ConfigurationError(f"{file} is not a local.settings.json document: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigurationError(f"{file}: 'Values' must be an object of setting names to strings")
+    applied = []
+    for name, value in values.items():
+        if name not in environ and value is not None:
+            environ[name] = str(value)
+            applied.append(name)
+    return applied

@@ -71,37 +71,56 @@ def _synonyms() -> dict[str, int]:
     return {stem: group for group, line in enumerate(_SYNONYM_GROUPS) for stem in line.split()}
 
 
+def _concept(stem: str) -> str:
+    """Synonyms share one concept key ('~<group>'); any other word is its own stem."""
+    group = _synonyms().get(stem)
+    return stem if group is None else f"~{group}"
+
+
 @dataclass(frozen=True)
 class Terms:
-    """The content words of a text: stem -> the word as written (for the reasons)."""
+    """The concepts of a text: concept key -> the first word that expressed it (for reasons).
+
+    Synonyms collapse to one concept, so "costs within budget" counts once, not twice.
+    """
 
     words: dict[str, str]
 
     @classmethod
     def of(cls, text: str) -> Terms:
+        return _terms_of(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Terms:
         stemmer = _stemmer()
         words: dict[str, str] = {}
         for word in _WORD.findall(text.lower()):
             if len(word) > 1 and word not in _STOPWORDS:
-                words.setdefault(stemmer.stemWord(word), word)
+                words.setdefault(_concept(stemmer.stemWord(word)), word)
         return cls(words)
 
     def __bool__(self) -> bool:
         return bool(self.words)
 
     def matched_by(self, other: Terms) -> list[str]:
-        """Our words (as written) that some word of `other` matches."""
+        """Our words (as written) whose concept some concept of `other` matches."""
         return [
-            word for stem, word in self.words.items() if any(_related(stem, o) for o in other.words)
+            word for key, word in self.words.items() if any(_related(key, o) for o in other.words)
         ]
 
 
+@lru_cache(maxsize=4096)
+def _terms_of(text: str) -> Terms:
+    """Purpose, scope and criteria texts recur on every call: parse each once."""
+    return Terms._parse(text)
+
+
 def _related(a: str, b: str) -> bool:
+    """Same concept, or (for plain stems) a long shared prefix: 'strateg' ~ 'strategi'."""
     if a == b:
         return True
-    synonyms = _synonyms()
-    if a in synonyms and synonyms[a] == synonyms.get(b):
-        return True
+    if a.startswith("~") or b.startswith("~"):
+        return False
     shared = len(_common_prefix(a, b))
     return shared >= _MIN_SHARED_PREFIX and shared >= 0.8 * min(len(a), len(b))
 

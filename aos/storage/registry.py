@@ -9,6 +9,7 @@ overwrite each other.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from aos.agents.state import AgentState, Lifecycle, load_state
 from aos.errors import InvalidInputError
 from aos.settings import Settings
 from aos.storage.clients import StorageClients
-from aos.storage.paging import Page, query_page
+from aos.storage.paging import MAX_PAGE_SIZE, Page, query_page
 from aos.storage.tables import TableSet, dumps, join_bytes, split_bytes, storage_errors
 
 MAX_STATE_BYTES = 512 * 1024
@@ -110,6 +111,19 @@ class AgentRegistry:
             continuation=continuation,
         )
         return Page(items=[self._from_entity(e) for e in entities], continuation=token)
+
+    async def all(self, *, lifecycle: Lifecycle | None = None) -> AsyncIterator[AgentRecord]:
+        """Every registered agent, fetched a page at a time."""
+        continuation = None
+        while True:
+            page = await self.list(
+                page_size=MAX_PAGE_SIZE, continuation=continuation, lifecycle=lifecycle
+            )
+            for record in page.items:
+                yield record
+            if page.continuation is None:
+                return
+            continuation = page.continuation
 
     async def delete(self, agent_id: Slug) -> None:
         table = await self._tables.get(self.table_name)

@@ -1,0 +1,3 @@
+from aos.cli import main
+
+raise SystemExit(main())

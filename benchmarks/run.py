@@ -1,0 +1,124 @@
+"""Benchmarks: print figures for the costs that matter on every event and every cold start.
+
+Starts its own Azurite on free ports (nothing else needs to run). Figures are wall-clock on this
+machine; compare runs on the same machine only.
+
+    .venv/bin/python benchmarks/run.py [--turns N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from aos.agents.agent import PurposeDrivenAgent
+from aos.agents.alignment import DeterministicAlignmentScorer
+from aos.agents.models import AgentDefinition, EventEnvelope
+from aos.devhost.azurite import Azurite, free_ports
+from aos.settings import Settings
+from aos.storage.store import AgentStore
+
+ROOT = Path(__file__).resolve().parents[1]
+CEO = AgentDefinition(
+    agent_id="ceo",
+    purpose="Strategic oversight and company growth",
+    purpose_scope="Strategic planning, major decisions",
+    success_criteria=["Revenue growth", "Team expansion"],
+    constraints=["Never disclose customer data"],
+)
+
+
+def report(name: str, samples: list[float], unit: str = "ms", scale: float = 1e3) -> None:
+    values = sorted(s * scale for s in samples)
+    p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
+    print(
+        f"{name:<42} median {statistics.median(values):9.3f} {unit}   "
+        f"p95 {p95:9.3f} {unit}   n={len(values)}"
+    )
+
+
+def bench_import(runs: int = 7) -> None:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import function_app"], cwd=ROOT, check=True)
+        samples.append(time.perf_counter() - start)
+    bare = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], cwd=ROOT, check=True)
+        bare.append(time.perf_counter() - start)
+    report("python -c 'import function_app' (process)", samples)
+    report("python -c 'pass' (interpreter baseline)", bare)
+
+
+def bench_alignment(calls: int = 2000) -> None:
+    scorer = DeterministicAlignmentScorer()
+    actions = ["Draft a strategic plan to grow revenue in Europe", "Order pizza for the office"]
+    scorer.score(actions[0], CEO)  # warm the stemmer
+    samples = []
+    for n in range(calls):
+        start = time.perf_counter()
+        scorer.score(actions[n % 2], CEO)
+        samples.append(time.perf_counter() - start)
+    report("alignment score, one action", samples, "us", 1e6)
+
+
+async def bench_storage(settings: Settings, turns: int) -> None:
+    async with AgentStore.from_settings(settings) as store:
+        agent = PurposeDrivenAgent.from_definition(CEO, store)
+        await agent.initialize()
+        await agent.start()
+        for goal in range(20):
+            await agent.add_goal(f"Goal number {goal} about revenue growth", goal_id=f"g{goal}")
+
+        reads = []
+        for _ in range(turns):
+            start = time.perf_counter()
+            await store.registry.get("ceo")
+            reads.append(time.perf_counter() - start)
+        report("registry get (Azurite)", reads)
+
+        turn_times, duplicate_times = [], []
+        for n in range(turns):
+            event = EventEnvelope(
+                id=f"bench-{n}",
+                source="/bench",
+                type="board.request",
+                data={"options": ["Order pizza", "Draft a strategic plan to grow revenue"]},
+            )
+            start = time.perf_counter()
+            await agent.handle_event(event)
+            turn_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            await agent.handle_event(event)
+            duplicate_times.append(time.perf_counter() - start)
+        report("agent turn with a decision (Azurite)", turn_times)
+        report("duplicate delivery (Azurite)", duplicate_times)
+        first, last = turn_times[: turns // 5], turn_times[-(turns // 5) :]
+        print(
+            f"{'turn cost, first vs last fifth of run':<42} "
+            f"{statistics.median(first) * 1e3:.3f} ms -> {statistics.median(last) * 1e3:.3f} ms"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--turns", type=int, default=200)
+    args = parser.parse_args()
+    bench_import()
+    bench_alignment()
+    blob, queue, table = free_ports(3)
+    with tempfile.TemporaryDirectory() as data, Azurite(Path(data), (blob, queue, table)) as az:
+        settings = Settings.from_env({"AzureWebJobsStorage": az.connection_string})
+        asyncio.run(bench_storage(settings, args.turns))
+
+
+if __name__ == "__main__":
+    main()
