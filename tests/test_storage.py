@@ -210,3 +210,24 @@ async def test_memories_round_trip_replace_and_forget(context: ContextStore) -> 
     await context.forget("ceo", "report")
     with pytest.raises(NotFoundError):
         await context.get_memory("ceo", "report")
+
+
+async def test_failed_index_write_leaves_no_blob_behind(
+    context: ContextStore, clients: StorageClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.core.exceptions import ServiceRequestError
+    from azure.data.tables.aio import TableClient
+
+    async def storage_down(self: TableClient, *args: object, **kwargs: object) -> None:
+        raise ServiceRequestError("connection reset")
+
+    big = {"text": "q" * (MAX_INLINE_CHARS + 10)}
+    monkeypatch.setattr(TableClient, "submit_transaction", storage_down)
+    with pytest.raises(ServiceRequestError):
+        await context.append_event("ceo", event("big", big))
+    monkeypatch.undo()
+
+    container = clients.blobs().get_container_client(context._bodies.name)
+    assert [b.name async for b in container.list_blobs()] == []
+    assert (await context.list_events("ceo")).items == []
+    assert await context.append_event("ceo", event("big", big)) is True
