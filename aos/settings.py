@@ -24,6 +24,10 @@ SETTING_NAMES = {
     "storage_connection": "AOS_STORAGE_CONNECTION",
     "storage_prefix": "AOS_STORAGE_PREFIX",
     "task_hub": "AOS_TASK_HUB",
+    "service_bus_connection": "AOS_SERVICE_BUS_CONNECTION",
+    "events_topic": "AOS_EVENTS_TOPIC",
+    "messages_topic": "AOS_MESSAGES_TOPIC",
+    "subscription": "AOS_SUBSCRIPTION",
 }
 
 
@@ -43,6 +47,14 @@ class Settings(BaseModel):
         "installations (or test runs) can share one account.",
     )
     task_hub: str = Field("aoshub", description="Durable Functions task hub name.")
+    service_bus_connection: str = Field(
+        "ServiceBusConnection",
+        description="Name of the Service Bus connection setting (or identity-based prefix). "
+        "When it is not set, messages go to the local broker on storage queues.",
+    )
+    events_topic: str = Field("aos-events", description="Topic of external events.")
+    messages_topic: str = Field("aos-agent-messages", description="Topic of agent messages.")
+    subscription: str = Field("aos", description="AOS's subscription on both topics.")
     environ: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
     @field_validator("storage_prefix")

@@ -3,7 +3,6 @@ HTTP functions answer real func.HttpRequest objects."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -14,16 +13,9 @@ import azure.functions as func
 import pytest
 
 from aos.devhost.azurite import free_ports
+from tests.support import app_functions
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@functools.cache
-def app_functions() -> dict[str, func.FunctionBuilder]:
-    """Index once, as the host does (indexing the same app twice reports duplicate names)."""
-    from function_app import app
-
-    return {f.get_function_name(): f for f in app.get_functions()}
 
 
 def app_function(name: str):

@@ -74,8 +74,8 @@ def rank_options(
     goals = list(goals)
     scored = []
     for option in context.options:
-        alignment = scorer.score(option, definition)
-        option_terms = Terms.of(option)
+        alignment = scorer.score(option.action, definition)
+        option_terms = Terms.of(option.action)
         advanced, goal_score = [], 0.0
         for goal in goals:
             goal_terms = Terms.of(goal.description)
@@ -90,7 +90,11 @@ def rank_options(
             rank = (1 - GOAL_WEIGHT) * alignment.score + GOAL_WEIGHT * goal_score
         scored.append(
             ScoredOption(
-                action=option, alignment=alignment, goals_advanced=advanced, rank_score=rank
+                action=option.action,
+                alignment=alignment,
+                goals_advanced=advanced,
+                rank_score=rank,
+                messages=option.messages,
             )
         )
     return sorted(scored, key=lambda s: s.rank_score, reverse=True)  # stable: ties keep order

@@ -33,7 +33,7 @@ _TRACEPARENT = re.compile(r"^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 
 
-def _check_slug(value: str) -> str:
+def check_slug(value: str) -> str:
     if len(value) > MAX_ID_LENGTH or not _SLUG.match(value):
         raise ValueError(
             f"must be a lowercase slug of at most {MAX_ID_LENGTH} characters "
@@ -52,7 +52,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-Slug = Annotated[str, AfterValidator(_check_slug)]
+Slug = Annotated[str, AfterValidator(check_slug)]
 Text = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_LENGTH)
 ]
@@ -188,11 +188,34 @@ class Alignment(Model):
     method: Literal["deterministic", "model", "combined"] = "deterministic"
 
 
+class OutgoingMessage(Model):
+    """A message an action sends to another agent (published to the agent-messages topic)."""
+
+    to: Slug
+    type: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    data: Any = None
+
+
+class Option(Model):
+    """A candidate action: what it is, and the messages taking it would send."""
+
+    action: Item
+    messages: list[OutgoingMessage] = Field(default_factory=list, max_length=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        return {"action": value} if isinstance(value, str) else value
+
+
 class DecisionContext(Model):
-    """What an agent is asked to decide: the situation and the candidate actions."""
+    """What an agent is asked to decide: the situation and the candidate actions.
+
+    Options are text, or objects with `action` and the `messages` that taking it would send.
+    """
 
     situation: Annotated[str, StringConstraints(max_length=4000)] = ""
-    options: list[Item] = Field(min_length=1, max_length=MAX_OPTIONS)
+    options: list[Option] = Field(min_length=1, max_length=MAX_OPTIONS)
     event_id: str | None = None
 
 
@@ -201,6 +224,7 @@ class ScoredOption(Model):
     alignment: Alignment
     goals_advanced: list[Slug] = Field(default_factory=list)
     rank_score: Fraction
+    messages: list[OutgoingMessage] = Field(default_factory=list)
 
 
 class Decision(Model):
@@ -219,3 +243,9 @@ class Decision(Model):
     method: Literal["deterministic", "model", "combined"] = "deterministic"
     event_id: str | None = None
     decided_at: AwareDatetime
+
+    @property
+    def messages(self) -> list[OutgoingMessage]:
+        """The messages the chosen option sends (none when the agent declined)."""
+        chosen = next((o for o in self.options if o.action == self.chosen), None)
+        return chosen.messages if chosen else []

@@ -1,0 +1,158 @@
+"""The OpenAPI 3.1 document of the HTTP routes, served at /api/openapi.json.
+
+The route table below is the one description of the API; a test checks it against the
+functions the app actually indexes, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from aos import __version__
+from aos.agents.models import AgentDefinition, EventEnvelope
+from aos.api.agents import GoalProgress, NewGoal, RegisterAgent
+from aos.workflows.multi import WORKFLOWS, Approval
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    status: int
+    body: type[BaseModel] | None = None
+    auth: bool = True
+    paged: bool = False
+
+
+AGENT = "/api/agents/{agent_id}"
+
+ROUTES = (
+    Route("post", "/api/agents", "register_agent", "Register an agent", 201, RegisterAgent),
+    Route("get", "/api/agents", "list_agents", "List agents (paged)", 200, paged=True),
+    Route("get", AGENT, "get_agent", "Read an agent's live state", 200),
+    Route("put", AGENT, "update_agent", "Replace a definition", 200, AgentDefinition),
+    Route("post", f"{AGENT}/pause", "pause_agent", "Pause an agent", 202),
+    Route("post", f"{AGENT}/resume", "resume_agent", "Resume an agent", 202),
+    Route("post", f"{AGENT}/retire", "retire_agent", "Retire an agent", 202),
+    Route("post", f"{AGENT}/events", "post_event", "Send an event", 202, EventEnvelope),
+    Route("post", f"{AGENT}/goals", "add_goal", "Add a goal", 202, NewGoal),
+    Route("get", f"{AGENT}/goals", "list_goals", "List goals", 200),
+    Route(
+        "put", f"{AGENT}/goals/{{goal_id}}", "update_goal", "Set progress", 202,
+        GoalProgress,
+    ),
+    Route("get", f"{AGENT}/history", "agent_history", "Event history", 200, paged=True),
+    Route("get", f"{AGENT}/memories", "agent_memories", "Memories", 200, paged=True),
+    Route("post", "/api/workflows/{workflow}", "start_workflow", "Start a workflow", 202),
+    Route("get", "/api/workflows/{instance_id}", "workflow_status", "Workflow status", 200),
+    Route(
+        "post", "/api/workflows/{instance_id}/approval", "send_approval", "Answer an approval",
+        202, Approval,
+    ),
+    Route("get", "/api/health", "health", "Health of the app and its storage", 200, auth=False),
+    Route("get", "/api/openapi.json", "openapi", "This document", 200, auth=False),
+)  # fmt: skip
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        }
+    },
+}
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    names = [part[1:-1] for part in route.path.split("/") if part.startswith("{")]
+    params = [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+    ]
+    if route.paged:
+        params += [
+            {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "continuation", "in": "query", "schema": {"type": "string"}},
+        ]
+    return params
+
+
+def build() -> dict[str, Any]:
+    models = {r.body for r in ROUTES if r.body} | set(WORKFLOWS.values())
+    _, schemas = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        operation: dict[str, Any] = {
+            "operationId": route.operation_id,
+            "summary": route.summary,
+            "parameters": _parameters(route),
+            "responses": {
+                str(route.status): {"description": "success"},
+                "4XX": {
+                    "description": "the request was refused; the error names the field",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            },
+        }
+        if route.operation_id == "start_workflow":
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": f"#/components/schemas/{m.__name__}"}
+                                for m in WORKFLOWS.values()
+                            ]
+                        }
+                    }
+                },
+            }
+        elif route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}
+                    }
+                },
+            }
+        if not route.auth:
+            operation["security"] = []
+        paths.setdefault(route.path, {})[route.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "AOS admin API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": {**schemas.get("$defs", {}), "Error": _ERROR},
+            "securitySchemes": {
+                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}
+            },
+        },
+        "security": [{"functionKey": []}],
+    }
+
+
+@cache
+def document() -> str:
+    return json.dumps(build())

@@ -1,0 +1,91 @@
+"""Delivering an event: route it to its agents, keep it, queue it, and make sure a turn runs.
+
+Used by the Service Bus triggers and by the admin API's "post an event". The Durable client is
+the SDK's `DurableOrchestrationClient` (or anything with the same methods).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel
+
+from aos.agents.entity import ENTITY_NAME
+from aos.agents.models import EventEnvelope, utcnow
+from aos.agents.routing import route_event
+from aos.storage.store import AgentStore
+from aos.workflows.multi import WORKFLOWS, orchestrator_name
+from aos.workflows.turn import ORCHESTRATOR, turn_instance_id
+
+logger = logging.getLogger(__name__)
+
+WORKFLOW_EVENT_TYPE = "aos.workflow.start"
+# A turn instance in one of these states still has the event in hand (or finished it).
+_LIVE_OR_DONE = {"Pending", "Running", "ContinuedAsNew", "Completed"}
+
+
+class Delivery(BaseModel):
+    agent_id: str
+    instance_id: str
+    started: bool
+
+
+async def deliver(
+    client: Any, store: AgentStore, event: EventEnvelope, only: str | None = None
+) -> list[Delivery]:
+    """Deliver to the agents the event is for (or to `only`). Safe to repeat for the same event."""
+    import azure.durable_functions as df
+
+    if only is not None:
+        targets = [only]
+    else:
+        definitions = [record.definition async for record in store.registry.all()]
+        targets = route_event(event, definitions)
+    if not targets:
+        logger.info("event %s (%s) is for no registered agent", event.id, event.type)
+    deliveries = []
+    for agent_id in targets:
+        await store.context.append_event(agent_id, event)  # kept before anything else happens
+        payload = {"event": event.model_dump(mode="json"), "now": utcnow().isoformat()}
+        await client.signal_entity(df.EntityId(ENTITY_NAME, agent_id), "enqueue", payload)
+        deliveries.append(await ensure_turn(client, agent_id, event))
+    return deliveries
+
+
+async def ensure_turn(client: Any, agent_id: str, event: EventEnvelope | None) -> Delivery:
+    """Start the turn orchestration for this agent and event unless it already exists.
+
+    With no event (after a resume), a fresh instance drains whatever is queued.
+    """
+    if event is None:
+        instance_id = f"turn-{agent_id}-drain-{utcnow():%Y%m%d%H%M%S%f}"
+    else:
+        instance_id = turn_instance_id(agent_id, event.id)
+        status = await client.get_status(instance_id)
+        runtime_status = getattr(getattr(status, "runtime_status", None), "value", None)
+        if runtime_status in _LIVE_OR_DONE:
+            return Delivery(agent_id=agent_id, instance_id=instance_id, started=False)
+    payload = {"agent_id": agent_id, "event": event.model_dump(mode="json") if event else None}
+    await client.start_new(ORCHESTRATOR, instance_id, payload)
+    return Delivery(agent_id=agent_id, instance_id=instance_id, started=True)
+
+
+def workflow_start(event: EventEnvelope) -> tuple[str, str, dict[str, Any]] | None:
+    """An `aos.workflow.start` event names a workflow and its input; its id makes the instance id.
+
+    Returns (orchestrator, instance id, validated input), or None for any other event.
+    """
+    if event.type != WORKFLOW_EVENT_TYPE:
+        return None
+    data = event.data if isinstance(event.data, dict) else {}
+    name = data.get("workflow")
+    if name not in WORKFLOWS:
+        from aos.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"data.workflow must be one of {', '.join(WORKFLOWS)}, not {name!r}",
+            field="data.workflow",
+        )
+    request = WORKFLOWS[name].model_validate(data.get("input") or {})
+    return orchestrator_name(name), f"workflow-{event.id}", request.model_dump(mode="json")

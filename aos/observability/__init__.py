@@ -1,0 +1,1 @@
+"""Observability: tracing (OpenTelemetry) across triggers, orchestrations and activities."""

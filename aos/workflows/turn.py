@@ -1,0 +1,119 @@
+"""The turn orchestration: one agent, one event at a time, in order.
+
+The orchestration asks the agent's entity for the turn (`begin_turn`); the entity grants it for
+the head of the agent's queue, or answers busy/idle/paused/done. The holder of the turn runs the
+activities, commits the outcome, and carries on with the next queued event until the queue is
+empty — so events are processed one at a time, in order, and no event waits for a delivery that
+will not come. Every `TURNS_PER_EXECUTION` turns the orchestration continues as new, so its
+history (replayed on every step) stays short however long the agent lives.
+
+Activity failures are retried (`TURN_RETRY`), then recorded as a failed turn: the event's outcome
+says which step failed and why, and the agent goes on with its next event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Generator
+from typing import Any
+
+from aos.agents.entity import ENTITY_NAME
+from aos.observability.tracing import orchestration_step
+
+ORCHESTRATOR = "agent_turn"
+TURNS_PER_EXECUTION = 20
+# Activity retries: 3 attempts, the first retry after 2 s (the SDK doubles nothing by itself).
+TURN_RETRY_FIRST_INTERVAL_MS = 2000
+TURN_RETRY_ATTEMPTS = 3
+
+
+def turn_instance_id(agent_id: str, event_id: str) -> str:
+    """Deterministic, so a redelivered event finds the turn it already started."""
+    return f"turn-{agent_id}-{hashlib.sha256(event_id.encode()).hexdigest()[:24]}"
+
+
+def _retry() -> Any:
+    import azure.durable_functions as df
+
+    return df.RetryOptions(TURN_RETRY_FIRST_INTERVAL_MS, TURN_RETRY_ATTEMPTS)
+
+
+def agent_turn(context: Any) -> Generator[Any, Any, Any]:
+    import azure.durable_functions as df
+
+    payload = context.get_input()
+    agent_id = payload["agent_id"]
+    entity = df.EntityId(ENTITY_NAME, agent_id)
+    turns = payload.get("turns", 0)
+    grant = payload.get("grant")
+    if grant is None:
+        event = payload.get("event")
+        with orchestration_step(context, "begin_turn", (event or {}).get("traceparent")):
+            grant = yield context.call_entity(
+                entity,
+                "begin_turn",
+                {
+                    "instance_id": context.instance_id,
+                    "event": event,
+                    "now": context.current_utc_datetime.isoformat(),
+                },
+            )
+    while grant["status"] == "granted":
+        outcome = yield from run_turn(context, agent_id, grant)
+        summary = {
+            "event_id": grant["event"]["id"],
+            "instance_id": context.instance_id,
+            "status": outcome["status"],
+            "decision_outcome": outcome.get("outcome"),
+            "chosen": outcome.get("chosen"),
+            "failed_step": outcome.get("failed_step"),
+            "error": outcome.get("error"),
+            "now": context.current_utc_datetime.isoformat(),
+        }
+        with orchestration_step(context, "commit_turn", grant["event"].get("traceparent")):
+            grant = yield context.call_entity(entity, "commit_turn", summary)
+        turns += 1
+        context.set_custom_status({"agent_id": agent_id, "turns": turns, "last": summary})
+        if grant["status"] == "granted" and turns % TURNS_PER_EXECUTION == 0:
+            context.continue_as_new({"agent_id": agent_id, "grant": grant, "turns": turns})
+            return None
+    return {"agent_id": agent_id, "turns": turns, "ended": grant["status"]}
+
+
+def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[Any, Any, Any]:
+    """The activities of one turn. Returns the outcome; never raises for an activity failure."""
+    event = grant["event"]
+    traceparent = event.get("traceparent")
+    retry = _retry()
+    step = "turn_load_context"
+    try:
+        with orchestration_step(context, step, traceparent):
+            recalled = yield context.call_activity_with_retry(
+                step, retry, {"agent_id": agent_id, "event": event}
+            )
+        step = "turn_decide"
+        with orchestration_step(context, step, traceparent):
+            decision = yield context.call_activity_with_retry(
+                step, retry, {"snapshot": grant["snapshot"], "event": event, "context": recalled}
+            )
+        step = "turn_act"
+        with orchestration_step(context, step, traceparent):
+            outcome = yield context.call_activity_with_retry(
+                step, retry, {"agent_id": agent_id, "event": event, "decision": decision}
+            )
+        step = "turn_record"
+        with orchestration_step(context, step, traceparent):
+            yield context.call_activity_with_retry(
+                step, retry, {"agent_id": agent_id, "event": event, "outcome": outcome}
+            )
+        return outcome
+    except Exception as exc:  # the activity failed every attempt
+        outcome = {"status": "failed", "failed_step": step, "error": str(exc)[:1000]}
+        if step != "turn_record":
+            # Best effort: the failure is committed to the entity whatever happens here.
+            with contextlib.suppress(Exception):
+                yield context.call_activity(
+                    "turn_record", {"agent_id": agent_id, "event": event, "outcome": outcome}
+                )
+        return outcome

@@ -1,0 +1,82 @@
+"""The agent as a Durable Entity, its turn orchestration, and the turn's activities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import azure.durable_functions as df
+
+bp = df.Blueprint()
+
+
+@bp.entity_trigger(context_name="context", entity_name="agent")
+def agent(context: df.DurableEntityContext) -> None:
+    from aos.agents.entity import apply_operation
+
+    state, result = apply_operation(
+        context.get_state(lambda: None),
+        context.operation_name,
+        context.get_input(),
+        context.entity_key,
+    )
+    context.set_state(state)
+    context.set_result(result)
+
+
+@bp.orchestration_trigger(context_name="context", orchestration="agent_turn")
+def agent_turn(context: df.DurableOrchestrationContext):
+    from aos.workflows.turn import agent_turn as run
+
+    return (yield from run(context))
+
+
+@bp.activity_trigger(input_name="payload", activity="turn_load_context")
+async def turn_load_context(payload: dict[str, Any]) -> dict[str, Any]:
+    from aos.runtime import agent_store
+    from aos.turns import load_context
+
+    event = payload["event"]
+    recalled = await load_context(agent_store(), payload["agent_id"], event.get("traceparent"))
+    return recalled.model_dump(mode="json")
+
+
+@bp.activity_trigger(input_name="payload", activity="turn_decide")
+async def turn_decide(payload: dict[str, Any]) -> dict[str, Any] | None:
+    from aos.agents.entity import Snapshot
+    from aos.runtime import agent_store
+    from aos.turns import decide_turn, full_event
+
+    snapshot = Snapshot.model_validate(payload["snapshot"])
+    event = await full_event(agent_store(), snapshot.definition.agent_id, payload["event"])
+    decision = decide_turn(snapshot, event)
+    return decision.model_dump(mode="json") if decision else None
+
+
+@bp.activity_trigger(input_name="payload", activity="turn_act")
+async def turn_act(payload: dict[str, Any]) -> dict[str, Any]:
+    from aos.agents.models import Decision, EventEnvelope
+    from aos.runtime import agent_store, settings
+    from aos.turns import act, turn_outcome
+
+    event = EventEnvelope.model_validate(payload["event"])
+    raw = payload.get("decision")
+    decision = Decision.model_validate(raw) if raw else None
+    sent = await act(settings(), agent_store(), payload["agent_id"], event, decision)
+    return turn_outcome(decision, sent)
+
+
+@bp.activity_trigger(input_name="payload", activity="turn_record")
+async def turn_record(payload: dict[str, Any]) -> None:
+    from aos.runtime import agent_store
+    from aos.turns import full_event, record_turn
+
+    store = agent_store()
+    event = await full_event(store, payload["agent_id"], payload["event"])
+    await record_turn(store, payload["agent_id"], event, payload["outcome"])
+
+
+@bp.activity_trigger(input_name="payload", activity="agent_decide")
+def agent_decide(payload: dict[str, Any]) -> dict[str, Any]:
+    from aos.turns import decide_task
+
+    return decide_task(payload["snapshot"], payload["task"]).model_dump(mode="json")

@@ -1,0 +1,34 @@
+"""The one adapter between func.HttpRequest/HttpResponse and the admin API's handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import azure.functions as func
+
+
+async def respond(
+    req: func.HttpRequest, client: Any, handler: Callable[..., Awaitable[Any]], *args: Any
+) -> func.HttpResponse:
+    from aos.api.http import ApiRequest, error_response
+    from aos.runtime import agent_store
+
+    request = ApiRequest(
+        method=req.method,
+        url=req.url,
+        body=req.get_body() or b"",
+        params=dict(req.params),
+        route_params=dict(req.route_params),
+        headers={k.lower(): v for k, v in req.headers.items()},
+    )
+    try:
+        response = await handler(request, client, agent_store(), *args)
+    except Exception as exc:  # every failure becomes a JSON error answer
+        response = error_response(exc)
+    return func.HttpResponse(
+        response.encoded(),
+        status_code=response.status,
+        headers=response.headers,
+        mimetype="application/json",
+    )
