@@ -38,3 +38,12 @@ def settings(azurite_connection: str) -> Settings:
 async def clients(settings: Settings) -> AsyncIterator[StorageClients]:
     async with StorageClients.from_settings(settings) as storage:
         yield storage
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _close_sdk_http_session() -> AsyncIterator[None]:
+    """The Durable SDK's client keeps one aiohttp session per process; close it at the end."""
+    yield
+    from azure.durable_functions.models.utils.http_utils import _close_session
+
+    await _close_session()

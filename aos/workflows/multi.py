@@ -6,6 +6,7 @@ Each agent's part is a decision made by the `agent_decide` activity from the age
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator
 from datetime import timedelta
 from typing import Any, Literal
@@ -203,13 +204,24 @@ def approval(context: Any) -> Generator[Any, Any, Any]:
                 "invalid_answers": rejected_inputs,
             }
         try:
-            decision = Approval.model_validate(answer.result)
+            decision = Approval.model_validate(_event_data(answer.result))
         except ValueError:
             rejected_inputs += 1  # a malformed answer does not end the wait
             continue
         timer.cancel()
         status = "approved" if decision.decision == "approve" else "rejected"
         return {"status": status, "subject": request.subject, **decision.model_dump()}
+
+
+def _event_data(value: Any) -> Any:
+    """External event data as sent: the Python SDK hands it over as JSON text (it is serialized
+    once more on its way through the host), so decode that text when it is JSON."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 def heartbeat(context: Any) -> Generator[Any, Any, Any]:

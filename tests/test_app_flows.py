@@ -1,0 +1,714 @@
+"""The function app end to end through the Durable Functions SDK's real code paths.
+
+HTTP functions are called with real `func.HttpRequest` objects and the Durable client binding of
+the local durable engine, whose management API speaks the extension's HTTP protocol; the agent
+entity, the turn orchestration, the workflows and the activities run through the SDK's own
+handlers on that engine; storage is a real Azurite.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.servicebus import ServiceBusMessage
+
+from aos.devhost.durable import DurableEngine, InMemoryDurableStore, ManagementApi
+from aos.settings import Settings
+from tests.support import app_functions
+
+CEO = {
+    "agent_id": "ceo",
+    "purpose": "Strategic oversight and company growth",
+    "purpose_scope": "Strategic planning, major decisions",
+    "success_criteria": ["Revenue growth", "Team expansion"],
+    "constraints": ["Never disclose customer data"],
+    "subscriptions": ["board.request"],
+}
+CFO = {
+    "agent_id": "cfo",
+    "purpose": "Keep the company financially healthy and costs under control",
+    "purpose_scope": "Budgets, forecasts, spending approvals",
+    "success_criteria": ["Costs within budget"],
+    "subscriptions": ["finance.*"],
+}
+CTO = {
+    "agent_id": "cto",
+    "purpose": "Build reliable technology that supports company growth",
+    "purpose_scope": "Engineering, platform, hiring engineers",
+    "success_criteria": ["Platform reliability", "Team expansion"],
+}
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class App:
+    engine: DurableEngine
+    api: ManagementApi
+
+    async def call(
+        self,
+        function: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        route: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Reply:
+        request = func.HttpRequest(
+            method=method,
+            url=f"http://localhost:7071/api/{path}",
+            route_params=route or {},
+            params=params or {},
+            headers=headers or {},
+            body=raw
+            if raw is not None
+            else (json.dumps(body).encode() if body is not None else b""),
+        )
+        handler = app_functions()[function].get_user_function()
+        response = await handler(req=request, client=self.api.client_binding_json())
+        text = response.get_body()
+        return Reply(
+            response.status_code, json.loads(text) if text else None, dict(response.headers)
+        )
+
+    async def register(self, definition: dict, goals: list | None = None) -> Reply:
+        return await self.call(
+            "register_agent", "POST", "agents", {"definition": definition, "goals": goals or []}
+        )
+
+    async def agent(self, agent_id: str) -> dict:
+        reply = await self.call(
+            "get_agent", "GET", f"agents/{agent_id}", route={"agent_id": agent_id}
+        )
+        assert reply.status == 200, reply.body
+        return reply.body
+
+    async def post_event(self, agent_id: str, event: dict) -> Reply:
+        return await self.call(
+            "post_event", "POST", f"agents/{agent_id}/events", event, route={"agent_id": agent_id}
+        )
+
+    async def settle(self) -> None:
+        await self.engine.wait_until_idle(timeout=30)
+
+
+@pytest.fixture
+async def app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
+    for name, value in settings.environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ServiceBusConnection", raising=False)
+    monkeypatch.setattr("aos.workflows.turn.TURN_RETRY_FIRST_INTERVAL_MS", 50)
+    functions = list(app_functions().values())
+    async with (
+        DurableEngine(functions, store=InMemoryDurableStore(), task_hub="aoshub") as engine,
+        ManagementApi(engine) as api,
+    ):
+        yield App(engine, api)
+    from aos.runtime import close
+
+    await close()
+
+
+def board_request(event_id: str, **data: Any) -> dict:
+    options = data.pop("options", ["Order pizza", "Draft a strategic plan to grow revenue"])
+    return {
+        "id": event_id,
+        "source": "/board",
+        "type": "board.request",
+        "data": {"situation": "Budget approved", "options": options, **data},
+    }
+
+
+# -- registration and reading ------------------------------------------------------------------
+
+
+async def test_register_then_read_live_state(app: App) -> None:
+    reply = await app.register(CEO, goals=[{"description": "Grow revenue", "goal_id": "revenue"}])
+    assert reply.status == 201
+    assert reply.headers["Location"] == "/api/agents/ceo"
+    await app.settle()
+
+    agent = await app.agent("ceo")
+    assert agent["lifecycle"] == "sleeping"
+    assert agent["definition"]["purpose"] == CEO["purpose"]
+    assert [g["goal_id"] for g in agent["goals"]] == ["revenue"]
+
+    listed = await app.call("list_agents", "GET", "agents")
+    assert [a["agent_id"] for a in listed.body["items"]] == ["ceo"]
+
+
+async def test_agent_registered_twice_is_a_conflict(app: App) -> None:
+    await app.register(CEO)
+    reply = await app.register({**CEO, "purpose": "Another purpose"})
+    assert reply.status == 409
+    assert reply.body == {
+        "error": {
+            "code": "already_exists",
+            "message": "agent 'ceo' already exists",
+            "field": "agent_id",
+        }
+    }
+
+
+async def test_listing_is_paged(app: App) -> None:
+    for n in range(5):
+        await app.register({**CTO, "agent_id": f"agent-{n}"})
+    first = await app.call("list_agents", "GET", "agents", params={"page_size": "2"})
+    second = await app.call(
+        "list_agents",
+        "GET",
+        "agents",
+        params={"page_size": "2", "continuation": first.body["continuation"]},
+    )
+    assert [a["agent_id"] for a in first.body["items"] + second.body["items"]] == [
+        "agent-0",
+        "agent-1",
+        "agent-2",
+        "agent-3",
+    ]
+
+
+# -- events and turns --------------------------------------------------------------------------
+
+
+async def test_event_wakes_the_agent_and_the_turn_is_recorded(app: App) -> None:
+    await app.register(CEO)
+    await app.settle()
+    reply = await app.post_event("ceo", board_request("e-1"))
+    assert reply.status == 202
+    assert reply.body["status"]["statusQueryGetUri"].startswith("http://")
+    status = await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=30)
+    assert status["runtimeStatus"] == "Completed"
+    await app.settle()
+
+    agent = await app.agent("ceo")
+    assert agent["lifecycle"] == "sleeping"
+    assert agent["counters"]["events_received"] == 1
+    assert agent["counters"]["decisions"] == 1
+    assert agent["pending_events"] == []
+    history = await app.call(
+        "agent_history", "GET", "agents/ceo/history", route={"agent_id": "ceo"}
+    )
+    (item,) = history.body["items"]
+    assert item["outcome"]["chosen"] == "Draft a strategic plan to grow revenue"
+
+
+async def test_duplicate_delivery_has_one_effect(app: App) -> None:
+    await app.register(CEO)
+    await app.settle()
+    first = await app.post_event("ceo", board_request("e-1"))
+    await app.settle()
+    again = await app.post_event("ceo", board_request("e-1"))
+    await app.settle()
+
+    assert first.body["turn"]["instance_id"] == again.body["turn"]["instance_id"]
+    assert again.body["turn"]["started"] is False
+    agent = await app.agent("ceo")
+    assert agent["counters"]["events_received"] == 1
+    assert agent["counters"]["decisions"] == 1
+    assert agent["counters"]["duplicates_dropped"] == 1
+
+
+async def test_events_are_processed_in_order_one_turn_at_a_time(app: App) -> None:
+    await app.register(CEO)
+    await app.settle()
+    for n in range(4):
+        await app.post_event("ceo", board_request(f"e-{n}", situation=f"n={n}"))
+    await app.settle()
+
+    agent = await app.agent("ceo")
+    assert agent["counters"]["decisions"] == 4
+    history = await app.call(
+        "agent_history", "GET", "agents/ceo/history", route={"agent_id": "ceo"}
+    )
+    assert [i["event"]["id"] for i in history.body["items"]] == ["e-3", "e-2", "e-1", "e-0"]
+    processed = (await app.engine.read_entity("agent", "ceo")).state["state"]["processed_event_ids"]
+    assert processed == ["e-0", "e-1", "e-2", "e-3"]
+
+
+async def test_out_of_order_signals_follow_event_time(app: App) -> None:
+    await app.register(CEO)
+    await app.settle()
+    await app.call("pause_agent", "POST", "agents/ceo/pause", route={"agent_id": "ceo"})
+    await app.settle()
+    late = {**board_request("late"), "time": "2026-01-01T10:00:00Z"}
+    early = {**board_request("early"), "time": "2026-01-01T09:00:00Z"}
+    await app.post_event("ceo", late)
+    await app.post_event("ceo", early)
+    await app.settle()
+    assert (await app.agent("ceo"))["pending_events"] == ["early", "late"]
+
+    resumed = await app.call("resume_agent", "POST", "agents/ceo/resume", route={"agent_id": "ceo"})
+    assert resumed.status == 202
+    await app.settle()
+    processed = (await app.engine.read_entity("agent", "ceo")).state["state"]["processed_event_ids"]
+    assert processed == ["early", "late"]
+
+
+async def test_a_failing_activity_is_retried_then_recorded(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    async def broken_act(*args: Any) -> list[str]:
+        calls.append(args)
+        raise ConnectionError("message bus unreachable")
+
+    monkeypatch.setattr("aos.turns.act", broken_act)
+    await app.register(CEO)
+    await app.settle()
+    turns = [
+        (await app.post_event("ceo", board_request(event_id))).body["turn"]["instance_id"]
+        for event_id in ("e-1", "e-2")
+    ]
+    for instance_id in turns:
+        await app.engine.wait_for(instance_id, timeout=30)
+    await app.settle()
+
+    assert len(calls) == 2 * 3  # each event: three attempts
+    agent = await app.agent("ceo")
+    assert agent["turns_failed"] == 2
+    assert agent["last_failure"]["step"] == "turn_act"
+    assert "message bus unreachable" in agent["last_failure"]["error"]
+    assert agent["lifecycle"] == "sleeping"  # not wedged
+    assert agent["pending_events"] == []
+    history = await app.call(
+        "agent_history", "GET", "agents/ceo/history", route={"agent_id": "ceo"}
+    )
+    assert {i["outcome"]["status"] for i in history.body["items"]} == {"failed"}
+
+
+async def test_decision_messages_reach_the_other_agent(app: App) -> None:
+    from aos.messaging.local_broker import LocalBroker
+    from aos.runtime import agent_store, settings
+
+    await app.register(CEO)
+    await app.register(CFO)
+    await app.settle()
+    option = {
+        "action": "Draft a strategic plan to grow revenue",
+        "messages": [{"to": "cfo", "type": "finance.plan.review", "data": {"plan": "growth"}}],
+    }
+    event = board_request("e-1", options=["Order pizza", option])
+    event["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    await app.post_event("ceo", event)
+    await app.settle()
+
+    current = settings()
+    broker = LocalBroker.from_settings(current, agent_store().clients)
+    receiver = broker.get_subscription_receiver(current.messages_topic, current.subscription)
+    (message,) = await receiver.receive_messages(max_message_count=5)
+    assert message.subject == "cfo"
+    handler = app_functions()["on_agent_message"].get_user_function()
+    from aos.devhost.servicebus import function_message
+
+    await handler(message=function_message(message), client=app.api.client_binding_json())
+    await receiver.complete_message(message)
+    await app.settle()
+
+    cfo = await app.agent("cfo")
+    assert cfo["counters"]["events_received"] == 1
+    history = await app.call(
+        "agent_history", "GET", "agents/cfo/history", route={"agent_id": "cfo"}
+    )
+    (item,) = history.body["items"]
+    assert item["event"]["type"] == "finance.plan.review"
+    assert item["event"]["correlationid"] == "e-1"
+    assert item["event"]["traceparent"].split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    await receiver.close()
+
+
+# -- Service Bus wake-up -----------------------------------------------------------------------
+
+
+def service_bus_message(body: bytes, message_id: str = "m-1") -> ServiceBusMessage:
+    return ServiceBusMessage(
+        body=body,
+        message_id=message_id,
+        content_type="application/cloudevents+json",
+        application_properties={},
+        user_properties={},
+        delivery_count=1,
+    )
+
+
+async def test_topic_event_reaches_every_subscriber(app: App) -> None:
+    await app.register(CEO)
+    await app.register(CFO)
+    await app.register(CTO)
+    await app.settle()
+    event = {"specversion": "1.0", "id": "q-1", "source": "/erp", "type": "finance.quarter.closed"}
+    handler = app_functions()["on_event"].get_user_function()
+    await handler(
+        message=service_bus_message(json.dumps(event).encode()),
+        client=app.api.client_binding_json(),
+    )
+    await app.settle()
+    assert (await app.agent("cfo"))["counters"]["events_received"] == 1
+    assert (await app.agent("ceo"))["counters"]["events_received"] == 0
+
+
+async def test_malformed_message_fails_with_its_reason(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aos.messaging.errors import MalformedMessageError
+
+    handler = app_functions()["on_event"].get_user_function()
+    bad = json.dumps({"specversion": "1.0", "id": "x", "type": "t"}).encode()  # no source
+    with pytest.raises(MalformedMessageError) as raised:
+        await handler(message=service_bus_message(bad), client=app.api.client_binding_json())
+    assert raised.value.field == "source"
+    assert "malformed event m-1" in caplog.text
+
+
+async def test_workflow_start_event_starts_it_once(app: App) -> None:
+    await app.register(CEO)
+    await app.settle()
+    event = {
+        "specversion": "1.0",
+        "id": "wf-1",
+        "source": "/ops",
+        "type": "aos.workflow.start",
+        "data": {
+            "workflow": "fanout",
+            "input": {"agents": ["ceo"], "task": {"options": ["Plan growth", "Order pizza"]}},
+        },
+    }
+    handler = app_functions()["on_event"].get_user_function()
+    for _ in range(2):
+        await handler(
+            message=service_bus_message(json.dumps(event).encode()),
+            client=app.api.client_binding_json(),
+        )
+    status = await app.engine.wait_for("workflow-wf-1", timeout=30)
+    assert status["output"]["chosen"] == "Plan growth"
+    listed = await app.engine.list_instances(instance_id_prefix="workflow-")
+    assert len(listed[0] if isinstance(listed, tuple) else listed) == 1
+
+
+# -- workflows ---------------------------------------------------------------------------------
+
+
+async def start_workflow(app: App, name: str, body: dict) -> Reply:
+    return await app.call(
+        "start_workflow", "POST", f"workflows/{name}", body, route={"workflow": name}
+    )
+
+
+async def finished(app: App, reply: Reply) -> dict:
+    assert reply.status == 202, reply.body
+    status = await app.engine.wait_for(reply.body["id"], timeout=30)
+    assert status["runtimeStatus"] == "Completed", status
+    return status["output"]
+
+
+TASK = {
+    "situation": "Where should next year's budget go?",
+    "options": ["Order pizza for everyone", "Expand the engineering team for growth"],
+}
+
+
+async def test_chain_fanout_and_vote(app: App) -> None:
+    for definition in (CEO, CFO, CTO):
+        await app.register(definition)
+    await app.settle()
+
+    chain = await finished(
+        app, await start_workflow(app, "chain", {"agents": ["ceo", "cto"], "task": TASK})
+    )
+    assert chain["status"] == "completed"
+    assert chain["chosen"] == "Expand the engineering team for growth"
+    assert [s["agent_id"] for s in chain["steps"]] == ["ceo", "cto"]
+
+    fanout = await finished(
+        app, await start_workflow(app, "fanout", {"agents": ["ceo", "cto", "cfo"], "task": TASK})
+    )
+    assert fanout["chosen"] == "Expand the engineering team for growth"
+    assert set(fanout["supporters"]["Expand the engineering team for growth"]) >= {"ceo", "cto"}
+
+    vote = await finished(
+        app, await start_workflow(app, "vote", {"agents": ["ceo", "cto", "cfo"], "task": TASK})
+    )
+    assert vote["status"] == "consensus"
+    assert vote["ballots"]["cfo"] is None  # the CFO's purpose is not served: it abstains
+    strict = await finished(
+        app,
+        await start_workflow(
+            app, "vote", {"agents": ["ceo", "cto", "cfo"], "task": TASK, "quorum": 3}
+        ),
+    )
+    assert strict["status"] == "no_quorum"
+
+
+async def test_chain_stops_when_an_agent_declines(app: App) -> None:
+    await app.register(CEO)
+    await app.register(CFO)
+    await app.settle()
+    output = await finished(
+        app,
+        await start_workflow(
+            app, "chain", {"agents": ["ceo", "cfo"], "task": {"options": ["Plan company growth"]}}
+        ),
+    )
+    assert output["status"] == "stopped"
+    assert output["stopped_by"] == "cfo"
+
+
+async def test_approval_approved_rejected_and_expired(app: App) -> None:
+    approved = await start_workflow(
+        app, "approval", {"subject": "Buy a company", "timeout_seconds": 600}
+    )
+    rejected = await start_workflow(
+        app, "approval", {"subject": "Sell the office", "timeout_seconds": 600}
+    )
+    expired = await start_workflow(app, "approval", {"subject": "Too slow", "timeout_seconds": 1})
+    await app.settle()
+
+    status = await app.call(
+        "workflow_status", "GET", f"workflows/{approved.body['id']}",
+        route={"instance_id": approved.body["id"]},
+    )  # fmt: skip
+    assert status.body["custom_status"]["waiting_for"] == "approval"
+
+    async def answer(instance: str, body: dict) -> Reply:
+        return await app.call(
+            "send_approval", "POST", f"workflows/{instance}/approval", body,
+            route={"instance_id": instance},
+        )  # fmt: skip
+
+    assert (await answer(approved.body["id"], {"decision": "maybe", "by": "x"})).status == 400
+    assert (await answer(approved.body["id"], {"decision": "approve", "by": "ana"})).status == 202
+    assert (await answer(rejected.body["id"], {"decision": "reject", "by": "bo"})).status == 202
+
+    assert (await finished(app, approved))["status"] == "approved"
+    assert (await finished(app, rejected))["by"] == "bo"
+    assert (await finished(app, expired))["status"] == "expired"
+    late = await answer(expired.body["id"], {"decision": "approve", "by": "ana"})
+    assert late.status == 409
+
+
+async def test_heartbeat_loop_continues_as_new_and_stops(app: App) -> None:
+    await app.register(CEO)
+    await app.settle()
+    output = await finished(
+        app,
+        await start_workflow(
+            app, "heartbeat", {"agent_id": "ceo", "interval_seconds": 1, "iterations": 2}
+        ),
+    )
+    assert output == {"status": "completed", "beats": 2}
+    await app.settle()
+    assert (await app.agent("ceo"))["counters"]["events_received"] == 2
+
+
+# -- goals, lifecycle and 4xx paths -------------------------------------------------------------
+
+
+async def test_goals_through_the_api(app: App) -> None:
+    await app.register(CEO)
+    await app.settle()
+    added = await app.call(
+        "add_goal", "POST", "agents/ceo/goals", {"description": "Grow revenue by 50%"},
+        route={"agent_id": "ceo"},
+    )  # fmt: skip
+    assert added.status == 202
+    await app.settle()
+    goal_id = added.body["goal_id"]
+    progress = await app.call(
+        "update_goal", "PUT", f"agents/ceo/goals/{goal_id}", {"progress": 0.4},
+        route={"agent_id": "ceo", "goal_id": goal_id},
+    )  # fmt: skip
+    assert progress.status == 202
+    await app.settle()
+    goals = await app.call("list_goals", "GET", "agents/ceo/goals", route={"agent_id": "ceo"})
+    assert [(g["goal_id"], g["progress"]) for g in goals.body["items"]] == [(goal_id, 0.4)]
+
+
+async def test_error_answers(app: App) -> None:
+    await app.register(CEO)
+    await app.settle()
+
+    async def expect(reply: Reply, status: int, code: str, field: str | None) -> None:
+        assert reply.status == status, reply.body
+        assert reply.body["error"]["code"] == code
+        assert reply.body["error"].get("field") == field
+        assert reply.body["error"]["message"]
+
+    ceo = {"agent_id": "ceo"}
+    await expect(
+        await app.call("register_agent", "POST", "agents", raw=b"{not json"),
+        400,
+        "invalid_input",
+        "body",
+    )
+    await expect(
+        await app.call(
+            "register_agent", "POST", "agents", {"definition": {**CEO, "agent_id": "Bad Id"}}
+        ),
+        400,
+        "invalid_input",
+        "definition.agent_id",
+    )
+    await expect(
+        await app.call("register_agent", "POST", "agents", raw=b"x" * (1024 * 1024 + 1)),
+        413,
+        "payload_too_large",
+        "body",
+    )
+    await expect(
+        await app.call("get_agent", "GET", "agents/NOPE", route={"agent_id": "NOPE"}),
+        400,
+        "invalid_input",
+        "agent_id",
+    )
+    await expect(
+        await app.call("get_agent", "GET", "agents/ghost", route={"agent_id": "ghost"}),
+        404,
+        "not_found",
+        "agent_id",
+    )
+    await expect(await app.post_event("ghost", board_request("e")), 404, "not_found", "agent_id")
+    await expect(
+        await app.post_event("ceo", {**board_request("e"), "subject": "cfo"}),
+        400,
+        "invalid_input",
+        "subject",
+    )
+    await expect(
+        await app.post_event("ceo", {"id": "e", "source": "/s"}), 400, "invalid_input", "type"
+    )
+    await expect(
+        await app.call("list_agents", "GET", "agents", params={"page_size": "0"}),
+        400,
+        "invalid_input",
+        "page_size",
+    )
+    await expect(
+        await app.call("list_agents", "GET", "agents", params={"continuation": "garbage"}),
+        400,
+        "invalid_input",
+        "continuation",
+    )
+    await expect(
+        await app.call("list_agents", "GET", "agents", params={"lifecycle": "dreaming"}),
+        400,
+        "invalid_input",
+        "lifecycle",
+    )
+    await expect(
+        await app.call(
+            "update_agent",
+            "PUT",
+            "agents/ceo",
+            {**CEO, "purpose": "Changed"},
+            route=ceo,
+            headers={"If-Match": '"stale"'},
+        ),
+        412,
+        "concurrency_conflict",
+        "If-Match",
+    )
+    await expect(
+        await app.call("update_agent", "PUT", "agents/ceo", {**CEO, "agent_id": "cfo"}, route=ceo),
+        400,
+        "invalid_input",
+        "agent_id",
+    )
+    await expect(
+        await app.call(
+            "update_goal",
+            "PUT",
+            "agents/ceo/goals/none",
+            {"progress": 0.5},
+            route={**ceo, "goal_id": "none"},
+        ),
+        404,
+        "not_found",
+        "goal_id",
+    )
+    await expect(
+        await app.call("add_goal", "POST", "agents/ceo/goals", {"description": ""}, route=ceo),
+        400,
+        "invalid_input",
+        "description",
+    )
+    await expect(await start_workflow(app, "teleport", {}), 404, "not_found", "workflow")
+    await expect(
+        await start_workflow(app, "vote", {"agents": ["ceo"], "task": TASK, "quorum": 2}),
+        400,
+        "invalid_input",
+        None,
+    )
+    await expect(
+        await start_workflow(app, "chain", {"agents": ["ghost"], "task": TASK}),
+        404,
+        "not_found",
+        "agent_id",
+    )
+    await expect(
+        await app.call(
+            "workflow_status", "GET", "workflows/nothing", route={"instance_id": "nothing"}
+        ),
+        404,
+        "not_found",
+        "instance_id",
+    )
+    fanout = await start_workflow(app, "fanout", {"agents": ["ceo"], "task": TASK})
+    await expect(
+        await app.call(
+            "send_approval",
+            "POST",
+            f"workflows/{fanout.body['id']}/approval",
+            {"decision": "approve", "by": "x"},
+            route={"instance_id": fanout.body["id"]},
+        ),
+        400,
+        "invalid_input",
+        "instance_id",
+    )
+
+    await app.call("retire_agent", "POST", "agents/ceo/retire", route=ceo)
+    await app.settle()
+    await expect(
+        await app.call("resume_agent", "POST", "agents/ceo/resume", route=ceo),
+        409, "invalid_transition", "lifecycle",
+    )  # fmt: skip
+
+
+async def test_update_with_the_current_etag(app: App) -> None:
+    await app.register(CEO)
+    await app.settle()
+    first = await app.call(
+        "update_agent", "PUT", "agents/ceo", {**CEO, "purpose": "Growth first"},
+        route={"agent_id": "ceo"},
+    )  # fmt: skip
+    assert first.status == 200
+    second = await app.call(
+        "update_agent", "PUT", "agents/ceo", {**CEO, "purpose": "Growth always"},
+        route={"agent_id": "ceo"}, headers={"If-Match": first.headers["ETag"]},
+    )  # fmt: skip
+    assert second.status == 200
+    await app.settle()
+    assert (await app.agent("ceo"))["definition"]["purpose"] == "Growth always"
+
+
+async def test_openapi_is_served_anonymously(app: App) -> None:
+    handler = app_functions()["openapi"].get_user_function()
+    response = handler(
+        func.HttpRequest(method="GET", url="http://localhost/api/openapi.json", body=b"")
+    )
+    assert response.status_code == 200
+    assert "/api/agents/{agent_id}/events" in json.loads(response.get_body())["paths"]
