@@ -23,7 +23,7 @@ local.settings.json:
 	cp local.settings.sample.json $@
 
 run: setup
-	$(PY) -m aos demo
+	$(PY) -m aos run
 
 lint: setup
 	$(PY) -m ruff check .

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,26 +115,92 @@ def run_azurite(location: Path) -> None:
         azurite.stop()
 
 
-def demo(location: Path) -> None:
-    """The local main job: register the sample agents, send them events, restart storage and
-    read their state back in a new process."""
-    from aos.devhost.azurite import DEFAULT_PORTS, Azurite, port_open
+async def run_local(location: Path, port: int, keep_serving: bool) -> None:
+    """The local main job: Azurite, the function app on the local host, the sample agents
+    registered over HTTP and the sample events sent through the local broker; then each
+    agent's state as the admin API reports it. Serves until Ctrl-C unless told otherwise."""
+    import aiohttp
 
-    if any(port_open(port) for port in DEFAULT_PORTS):
-        raise AOSError(
-            "ports 10000-10002 are in use (is Azurite already running?): stop it, or use "
-            "`python -m aos register/send/show` against it"
+    from aos.devhost.azurite import DEFAULT_PORTS, Azurite, port_open
+    from aos.devhost.host import LocalHost
+
+    azurite = None
+    if not any(port_open(p) for p in DEFAULT_PORTS):
+        azurite = Azurite(location).start()
+        print(f"== Azurite started on 127.0.0.1:10000-10002 (data in {location})")
+    else:
+        print("== using the Azurite already listening on 127.0.0.1:10000-10002")
+    host = LocalHost(Path.cwd(), port=port)
+    try:
+        await host.start()
+        assert host.keys is not None
+        print(f"== AOS is running on {host.url} (function key: {host.keys.function})")
+        headers = {"x-functions-key": host.keys.master}
+        async with aiohttp.ClientSession(host.url, headers=headers) as http:
+            for entry in _read_json_list(SAMPLES / "agents.json"):
+                async with http.post("/api/agents", json=entry) as response:
+                    agent_id = entry["definition"]["agent_id"]
+                    state = "registered" if response.status == 201 else "already registered"
+                    print(f"   {agent_id:<10} {state}")
+            events = _read_json_list(SAMPLES / "events.json")
+            topic = host.settings.events_topic
+            async with http.post(f"/devhost/topics/{topic}/messages", json=events) as response:
+                if response.status != 201:
+                    raise AOSError(f"sending the sample events failed: {await response.text()}")
+            print(f"== sent {len(events)} events to topic '{topic}'; waiting for the turns")
+            await _wait_for_turns(
+                http,
+                [e["definition"]["agent_id"] for e in _read_json_list(SAMPLES / "agents.json")],
+            )
+        if keep_serving:
+            print(f"\n== serving {host.url}/api (OpenAPI at /api/openapi.json); Ctrl-C stops")
+            await _until_interrupted()
+    finally:
+        try:
+            await host.stop()
+        finally:
+            if azurite is not None:
+                azurite.stop()
+
+
+async def _wait_for_turns(http: Any, agent_ids: list[str], patience: float = 60.0) -> None:
+    """Poll the agents until events have arrived and every queue and turn has settled."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    agents: dict[str, Any] = {}
+    previous = None
+    while loop.time() < deadline:
+        for agent_id in agent_ids:
+            async with http.get(f"/api/agents/{agent_id}") as response:
+                agents[agent_id] = await response.json() if response.status == 200 else None
+        seen = {a: s["counters"] if s else None for a, s in agents.items()}
+        busy = any(s is None or s["pending_events"] or s["active_turn"] for s in agents.values())
+        arrived = any(c and c["events_received"] for c in seen.values())
+        if arrived and not busy and seen == previous:
+            break
+        previous = seen
+        await asyncio.sleep(1.0)
+    for agent_id, agent in agents.items():
+        if agent is None:
+            print(f"\n{agent_id}: not ready")
+            continue
+        counters = agent["counters"]
+        print(f"\n{agent_id} [{agent['lifecycle']}] {agent['definition']['purpose']}")
+        print(
+            f"  events {counters['events_received']}, duplicates dropped "
+            f"{counters['duplicates_dropped']}, decisions {counters['decisions']} "
+            f"(acted {counters['actions_taken']}, declined {counters['actions_declined']})"
         )
-    azurite = Azurite(location)
-    os.environ["AzureWebJobsStorage"] = azurite.connection_string
-    with azurite:
-        print(f"== Azurite started (data in {location})\n== registering sample agents")
-        asyncio.run(_with_store(register, SAMPLES / "agents.json"))
-        print("== sending sample events")
-        asyncio.run(_with_store(send, SAMPLES / "events.json"))
-    print("== Azurite stopped; starting it again and reading state from a new process")
-    with Azurite(location):
-        subprocess.run([sys.executable, "-m", "aos", "show"], check=True)
+        for memory in agent["working_memory"][-3:]:
+            print(f"  - {memory['text']}")
+
+
+async def _until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def _with_store(command: Any, *args: Any) -> None:
@@ -157,10 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     show_parser = commands.add_parser("show", help="show agents' persisted state")
     show_parser.add_argument("agent_id", nargs="?")
     show_parser.add_argument("--events", type=int, default=5, help="history lines per agent")
-    for name, text in (("azurite", "run Azurite"), ("demo", "run the sample end to end")):
-        commands.add_parser(name, help=text).add_argument(
-            "--location", type=Path, default=Path(".azurite"), help="Azurite data folder"
-        )
+    commands.add_parser("azurite", help="run Azurite").add_argument(
+        "--location", type=Path, default=Path(".azurite"), help="Azurite data folder"
+    )
+    runner = commands.add_parser("run", help="run AOS locally with the sample agents")
+    runner.add_argument("--location", type=Path, default=Path(".azurite"))
+    runner.add_argument("--port", type=int, default=7071)
+    runner.add_argument(
+        "--once", action="store_true", help="stop after the sample events are handled"
+    )
     return parser
 
 
@@ -177,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "azurite":
             run_azurite(args.location)
         else:
-            demo(args.location)
+            asyncio.run(run_local(args.location, args.port, keep_serving=not args.once))
     except (AOSError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -62,13 +62,23 @@ async def ensure_turn(client: Any, agent_id: str, event: EventEnvelope | None) -
         instance_id = f"turn-{agent_id}-drain-{utcnow():%Y%m%d%H%M%S%f}"
     else:
         instance_id = turn_instance_id(agent_id, event.id)
-        status = await client.get_status(instance_id)
-        runtime_status = getattr(getattr(status, "runtime_status", None), "value", None)
-        if runtime_status in _LIVE_OR_DONE:
+        if await _in_hand(client, instance_id):
             return Delivery(agent_id=agent_id, instance_id=instance_id, started=False)
     payload = {"agent_id": agent_id, "event": event.model_dump(mode="json") if event else None}
-    await client.start_new(ORCHESTRATOR, instance_id, payload)
+    try:
+        await client.start_new(ORCHESTRATOR, instance_id, payload)
+    except Exception:
+        # A concurrent delivery of the same event started it between our check and our start.
+        if event is not None and await _in_hand(client, instance_id):
+            return Delivery(agent_id=agent_id, instance_id=instance_id, started=False)
+        raise
     return Delivery(agent_id=agent_id, instance_id=instance_id, started=True)
+
+
+async def _in_hand(client: Any, instance_id: str) -> bool:
+    status = await client.get_status(instance_id)
+    runtime_status = getattr(getattr(status, "runtime_status", None), "value", None)
+    return runtime_status in _LIVE_OR_DONE
 
 
 def workflow_start(event: EventEnvelope) -> tuple[str, str, dict[str, Any]] | None:

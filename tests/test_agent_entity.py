@@ -192,3 +192,14 @@ def test_goals(agent: Agent) -> None:
     with pytest.raises(InvalidInputError) as raised:
         agent.op("update_goal_progress", {"goal_id": "revenue", "progress": 2})
     assert raised.value.field == "progress"
+
+
+def test_concurrent_redelivery_counts_as_a_duplicate_but_the_turns_own_copy_does_not(
+    agent: Agent,
+) -> None:
+    agent.op("enqueue", {"event": event("e-1")})
+    agent.op("enqueue", {"event": event("e-1")})  # redelivered while still queued
+    begin(agent, "turn-1", event("e-1"))  # the turn orchestration brings its own copy
+    commit(agent, "turn-1", "e-1")
+    counters = agent.state["state"]["counters"]
+    assert (counters["events_received"], counters["duplicates_dropped"]) == (1, 1)

@@ -119,16 +119,24 @@ def _require(entity: AgentEntityState | None, agent_id: str) -> AgentEntityState
     return entity
 
 
-def _enqueue(entity: AgentEntityState, event: EventEnvelope, now: datetime) -> tuple[bool, str]:
+def _enqueue(
+    entity: AgentEntityState, event: EventEnvelope, now: datetime, delivery: bool = True
+) -> tuple[bool, str]:
+    """Queue an event unless it is known. `delivery` is False for the turn orchestration's own
+    copy of the event, which is not a second delivery and so not counted as a duplicate."""
     if entity.state.lifecycle is Lifecycle.RETIRED:
         return False, "the agent is retired"
+    reason = None
     if entity.state.has_processed(event.id):
-        entity.state.counters.duplicates_dropped += 1
-        return False, "already processed"
-    if any(p.event.id == event.id for p in entity.queue) or (
+        reason = "already processed"
+    elif any(p.event.id == event.id for p in entity.queue) or (
         entity.turn and entity.turn.event_id == event.id
     ):
-        return False, "already queued"
+        reason = "already queued"
+    if reason is not None:
+        if delivery:
+            entity.state.counters.duplicates_dropped += 1
+        return False, reason
     if len(entity.queue) >= MAX_PENDING_EVENTS:
         raise InvalidInputError(
             f"agent '{entity.definition.agent_id}' already has {MAX_PENDING_EVENTS} events "
@@ -243,7 +251,7 @@ def begin_turn(entity: AgentEntityState | None, payload: Any, key: str) -> tuple
     now = _now(payload)
     if payload.get("event") is not None:
         event = EventEnvelope.model_validate(payload["event"])
-        _enqueue(entity, event, now)
+        _enqueue(entity, event, now, delivery=False)
         if entity.state.has_processed(event.id) and not (
             entity.turn and entity.turn.instance_id == payload["instance_id"]
         ):

@@ -50,11 +50,23 @@ class LocalHost:
     app: LoadedApp | None = field(default=None, init=False)
     keys: FunctionKeys | None = field(default=None, init=False)
 
+    def __post_init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._closers: list[Any] = []  # what start() opened, closed in reverse by stop()
+
     async def start(self) -> str:
         """Load settings and the app, open storage, and start serving. Returns the base URL."""
+        from aos.devhost.azurite import port_open
         from aos.devhost.durable import DurableEngine, ManagementApi
         from aos.devhost.durable.table_store import TableDurableStore
         from aos.storage.clients import StorageClients
+
+        if port_open(self.port, self.bind):
+            raise ConfigurationError(
+                f"port {self.port} is already in use on {self.bind} (is another host running?); "
+                "stop it or choose another with --port"
+            )
 
         load_local_settings(self.app_dir / "local.settings.json")
         self.settings = Settings.from_env()
@@ -62,6 +74,7 @@ class LocalHost:
         self.keys = FunctionKeys.from_settings(self.settings.get)
         self.task_hub = task_hub_name(self.app_dir, self.settings.get)
         self.clients = StorageClients.from_settings(self.settings)
+        self._closers.append(self.clients.close)
         self.engine = DurableEngine(
             self.app.raw,
             TableDurableStore(self.clients, self.settings, self.task_hub),
@@ -77,12 +90,13 @@ class LocalHost:
         web_app.router.add_route("*", "/api/{tail:.*}", self._serve_http)
         self._runner = web.AppRunner(web_app, access_log=None)
         await self._runner.setup()
+        self._closers.append(self._runner.cleanup)
         await web.TCPSite(self._runner, self.bind, self.port).start()
         await self.engine.start()
+        self._closers.append(self.engine.stop)
 
-        self._stop = asyncio.Event()
-        self._tasks = []
         self.service_bus = self._service_bus_pump()
+        self._closers += [self.publisher.close, self.service_bus.close]
         if self.service_bus.subscriptions:
             self._tasks.append(asyncio.create_task(self.service_bus.run(self._stop)))
         self.timers = self._timer_pump()
@@ -91,18 +105,17 @@ class LocalHost:
         return self.url
 
     async def stop(self) -> None:
+        """Stop whatever start() got running (safe after a start that failed part-way)."""
+        from aos.runtime import close
+
         self._stop.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.service_bus.close()
-        await self.publisher.close()
-        await self.engine.stop()
-        await self._runner.cleanup()
-        await self.clients.close()
-        from aos.runtime import close
-
+        while self._closers:
+            await self._closers.pop()()
         await close()
+        await _close_durable_client_session()
 
     # -- invoking functions ------------------------------------------------------------------
 
@@ -266,6 +279,15 @@ class LocalHost:
             f"Master key:   {self.keys.master}",
         ]
         return "\n".join(lines)
+
+
+async def _close_durable_client_session() -> None:
+    """The Durable SDK's client shares one aiohttp session per process; close it with the host."""
+    from azure.durable_functions.models.utils import http_utils
+
+    close = getattr(http_utils, "_close_session", None)
+    if close is not None:
+        await close()
 
 
 def _to_aiohttp(result: Any) -> web.Response:
