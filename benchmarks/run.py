@@ -108,6 +108,59 @@ async def bench_storage(settings: Settings, turns: int) -> None:
         )
 
 
+async def bench_hosted_turns(settings: Settings, turns: int) -> None:
+    """Turns through the function app on the local durable engine (Table store on Azurite):
+    delivery through the SDK's Durable client, entity, orchestration and activities."""
+    import os
+
+    import azure.durable_functions as df
+
+    from aos.delivery import deliver
+    from aos.devhost.app import load_app
+    from aos.devhost.durable import DurableEngine, ManagementApi
+    from aos.devhost.durable.table_store import TableDurableStore
+    from aos.devhost.host import close_durable_client_session
+    from aos.runtime import agent_store, close
+
+    os.environ.update({k: v for k, v in settings.environ.items() if v})
+    app = load_app(ROOT)
+    async with AgentStore.from_settings(settings) as store:
+        durable = TableDurableStore(store.clients, settings, "benchhub")
+        async with (
+            DurableEngine(app.raw, durable, "benchhub") as engine,
+            ManagementApi(engine) as api,
+        ):
+            client = df.DurableOrchestrationClient(api.client_binding_json())
+            await engine.signal_entity(
+                "agent",
+                "hosted",
+                "register",
+                {"definition": {**CEO.model_dump(), "agent_id": "hosted"}},
+            )
+            await engine.wait_until_idle(30)
+            await store.registry.register(CEO.model_copy(update={"agent_id": "hosted"}))
+            latencies = []
+            for n in range(turns):
+                event = EventEnvelope(
+                    id=f"hosted-{n}",
+                    source="/bench",
+                    type="board.request",
+                    data={"options": ["Order pizza", "Draft a strategic plan to grow revenue"]},
+                )
+                start = time.perf_counter()
+                (delivery,) = await deliver(client, agent_store(), event, only="hosted")
+                await engine.wait_for(delivery.instance_id, timeout=60)
+                latencies.append(time.perf_counter() - start)
+            report("hosted turn, delivery to completion", latencies)
+            first, last = latencies[: turns // 5], latencies[-(turns // 5) :]
+            print(
+                f"{'hosted turn, first vs last fifth of run':<42} "
+                f"{statistics.median(first) * 1e3:.3f} ms -> {statistics.median(last) * 1e3:.3f} ms"
+            )
+        await close()
+        await close_durable_client_session()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=200)
@@ -118,6 +171,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data, Azurite(Path(data), (blob, queue, table)) as az:
         settings = Settings.from_env({"AzureWebJobsStorage": az.connection_string})
         asyncio.run(bench_storage(settings, args.turns))
+        hosted = Settings.from_env(
+            {"AzureWebJobsStorage": az.connection_string, "AOS_STORAGE_PREFIX": "bench"}
+        )
+        asyncio.run(bench_hosted_turns(hosted, max(10, args.turns // 4)))
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ class LocalHost:
         while self._closers:
             await self._closers.pop()()
         await close()
-        await _close_durable_client_session()
+        await close_durable_client_session()
 
     # -- invoking functions ------------------------------------------------------------------
 
@@ -281,7 +281,7 @@ class LocalHost:
         return "\n".join(lines)
 
 
-async def _close_durable_client_session() -> None:
+async def close_durable_client_session() -> None:
     """The Durable SDK's client shares one aiohttp session per process; close it with the host."""
     from azure.durable_functions.models.utils import http_utils
 

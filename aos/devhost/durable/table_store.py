@@ -91,6 +91,12 @@ class TableDurableStore(DurableStore):
         self._last_seq = 0
         self._container_ready = False
         self._lock = asyncio.Lock()
+        # Write-through cache of instance documents. The host is the only writer of its task
+        # hub's storage, so what it last wrote is what storage holds; reads then cost no I/O.
+        self._instance_cache: dict[str, bytes] = {}
+        # Likewise each target's pending message rows, once read (message id -> row).
+        self._message_cache: dict[str, dict[str, dict]] = {}
+        self._index_rows: dict[str, dict] = {}
 
     async def open(self) -> None:
         self._tables = TableSet(self._clients.tables())
@@ -121,25 +127,32 @@ class TableDurableStore(DurableStore):
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         from azure.core.exceptions import ResourceNotFoundError
 
-        try:
-            downloader = await self._blob(instance_id).download_blob()
-            return _instance_from_json(await downloader.readall())
-        except ResourceNotFoundError:
-            return None
+        raw = self._instance_cache.get(instance_id)
+        if raw is None:
+            try:
+                downloader = await self._blob(instance_id).download_blob()
+                raw = self._instance_cache[instance_id] = await downloader.readall()
+            except ResourceNotFoundError:
+                return None
+        return _instance_from_json(raw)
 
     async def _put_instance(self, record: InstanceRecord) -> None:
-        await self._blob(record.instance_id).upload_blob(_instance_to_json(record), overwrite=True)
-        table = await self._table(self._instances_table)
-        await table.upsert_entity(
-            {
-                "PartitionKey": _key(record.instance_id),
-                "RowKey": "",
-                "InstanceId": record.instance_id,
-                "Name": record.name,
-                "Status": record.status.name,
-                "CreatedTime": _time(record.created_time),
-            }
-        )
+        raw = _instance_to_json(record)
+        self._instance_cache.pop(record.instance_id, None)
+        await self._blob(record.instance_id).upload_blob(raw, overwrite=True)
+        self._instance_cache[record.instance_id] = raw
+        row = {
+            "PartitionKey": _key(record.instance_id),
+            "RowKey": "",
+            "InstanceId": record.instance_id,
+            "Name": record.name,
+            "Status": record.status.name,
+            "CreatedTime": _time(record.created_time),
+        }
+        if self._index_rows.get(record.instance_id) != row:  # the index changes rarely
+            table = await self._table(self._instances_table)
+            await table.upsert_entity(row)
+            self._index_rows[record.instance_id] = row
 
     async def create_instance(self, record: InstanceRecord, start: Message) -> bool:
         async with self._lock:
@@ -169,6 +182,8 @@ class TableDurableStore(DurableStore):
         from azure.core.exceptions import ResourceNotFoundError
 
         existed = True
+        self._instance_cache.pop(instance_id, None)
+        self._index_rows.pop(instance_id, None)
         try:
             await self._blob(instance_id).delete_blob()
         except ResourceNotFoundError:
@@ -268,6 +283,9 @@ class TableDurableStore(DurableStore):
             # the same message, written again by a replayed commit, is already there
             with contextlib.suppress(ResourceExistsError):
                 await table.create_entity(row)
+                cached = self._message_cache.get(message.target)
+                if cached is not None:
+                    cached[message.id] = row
 
     @staticmethod
     def _message_from_row(row: dict, seq: int) -> Message:
@@ -283,20 +301,24 @@ class TableDurableStore(DurableStore):
         )
 
     async def get_messages(self, target: str) -> list[Message]:
-        table = await self._table(self._messages_table)
-        rows = [
-            row
-            async for row in table.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": _key(target)}
-            )
-        ]
-        rows.sort(key=lambda r: r["Seq"])
+        cached = self._message_cache.get(target)
+        if cached is None:
+            table = await self._table(self._messages_table)
+            cached = self._message_cache[target] = {
+                row["MessageId"]: row
+                async for row in table.query_entities(
+                    "PartitionKey eq @pk", parameters={"pk": _key(target)}
+                )
+            }
+        rows = sorted(cached.values(), key=lambda r: r["Seq"])
         return [self._message_from_row(row, i) for i, row in enumerate(rows)]
 
     async def delete_messages(self, target: str, ids: list[str]) -> None:
         table = await self._table(self._messages_table)
+        cached = self._message_cache.get(target, {})
         for message_id in ids:
             await table.delete_entity(_key(target), _key(message_id))
+            cached.pop(message_id, None)
 
     async def message_targets(self) -> dict[str, datetime | None]:
         table = await self._table(self._messages_table)
