@@ -82,3 +82,48 @@ async def test_health_reports_unreachable_storage(monkeypatch: pytest.MonkeyPatc
     assert json.loads(response.get_body())["checks"]["storage"].startswith(
         ("unreachable", "no answer")
     )
+
+
+def bindings_of(name: str) -> list[dict]:
+    return json.loads(app_function(name).get_function_json())["bindings"]
+
+
+def test_durable_functions_are_indexed_with_their_triggers() -> None:
+    assert bindings_of("agent") == [
+        {"direction": "IN", "type": "entityTrigger", "name": "context", "entityName": "agent"}
+    ]
+    for orchestrator in ("agent_turn", "workflow_chain", "workflow_fanout", "workflow_decide",
+                         "workflow_vote", "workflow_approval", "workflow_heartbeat"):  # fmt: skip
+        (trigger,) = bindings_of(orchestrator)
+        assert trigger["type"] == "orchestrationTrigger"
+        assert trigger["orchestration"] == orchestrator
+    for activity in ("turn_load_context", "turn_decide", "turn_act", "turn_record", "agent_decide"):
+        (trigger,) = bindings_of(activity)
+        assert (trigger["type"], trigger["activity"], trigger["name"]) == (
+            "activityTrigger",
+            activity,
+            "payload",
+        )
+
+
+def test_service_bus_triggers_read_topics_from_settings() -> None:
+    for name, topic in (
+        ("on_event", "%AOS_EVENTS_TOPIC%"),
+        ("on_agent_message", "%AOS_MESSAGES_TOPIC%"),
+    ):
+        bindings = {b["type"]: b for b in bindings_of(name)}
+        trigger = bindings["serviceBusTrigger"]
+        assert trigger["topicName"] == topic
+        assert trigger["subscriptionName"] == "%AOS_SUBSCRIPTION%"
+        assert trigger["connection"] == "ServiceBusConnection"
+        assert bindings["durableClient"]["name"] == "client"
+
+
+def test_admin_routes_need_a_function_key() -> None:
+    for name, function in app_functions().items():
+        trigger = json.loads(function.get_function_json())["bindings"]
+        http = next((b for b in trigger if b["type"] == "httpTrigger"), None)
+        if http is None:
+            continue
+        expected = "ANONYMOUS" if name in ("health", "openapi") else "FUNCTION"
+        assert http["authLevel"] == expected, name
