@@ -53,20 +53,39 @@ async def load_context(store: AgentStore, agent_id: Slug, traceparent: str | Non
         )
 
 
-def decide_turn(snapshot: Snapshot, event: EventEnvelope) -> Decision | None:
-    """The agent's decision about an event, or None when the event asks for none."""
+class TurnDecision(Model):
+    """The decision step's answer: the decision (None when the event asks for none), what the
+    model cost, and `defer` when the model's endpoint is down and the event should wait."""
+
+    decision: Decision | None = None
+    usage: dict[str, int] = Field(default_factory=dict)
+    defer: str | None = None
+
+
+async def decide_turn(
+    settings: Settings, store: AgentStore, snapshot: Snapshot, event: EventEnvelope
+) -> TurnDecision:
+    """The agent's decision about an event: with its model when inference is configured (see
+    aos.inference), else with the deterministic scorer. A dead endpoint defers the event."""
+    from aos.inference.decisions import decide_for_turn
+
     agent_id = snapshot.definition.agent_id
     with span("activity turn_decide", event.traceparent, {"aos.agent_id": agent_id}):
         context = context_from_event(event)
         if context is None:
-            return None
-        return decide(
+            return TurnDecision()
+        made = await decide_for_turn(
+            settings,
+            store.clients,
             snapshot.definition,
             snapshot.goals,
             context,
-            DeterministicAlignmentScorer(),
             decision_id_for(agent_id, event.id),
         )
+        usage = made.usage.model_dump()
+        if made.endpoint_unavailable:
+            return TurnDecision(usage=usage, defer=made.fallback_reason or "inference unavailable")
+        return TurnDecision(decision=made.decision, usage=usage)
 
 
 def outgoing_messages(
@@ -118,13 +137,14 @@ def turn_outcome(
         return {"status": "failed", "failed_step": step, "error": error}
     if decision is None:
         return {"status": "observed", "reason": "the event asked for no decision"}
-    best = decision.options[0]
+    chosen = next((o for o in decision.options if o.action == decision.chosen), None)
     return {
         "status": "decided",
         "decision_id": decision.decision_id,
         "outcome": decision.outcome,
         "chosen": decision.chosen,
-        "score": best.alignment.score,
+        "score": chosen.alignment.score if chosen else None,
+        "method": decision.method,
         "reasons": decision.reasons,
         "messages_sent": sent,
     }

@@ -41,15 +41,16 @@ async def turn_load_context(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="payload", activity="turn_decide")
-async def turn_decide(payload: dict[str, Any]) -> dict[str, Any] | None:
+async def turn_decide(payload: dict[str, Any]) -> dict[str, Any]:
     from aos.agents.entity import Snapshot
-    from aos.runtime import agent_store
+    from aos.runtime import agent_store, settings
     from aos.turns import decide_turn, full_event
 
+    store = agent_store()
     snapshot = Snapshot.model_validate(payload["snapshot"])
-    event = await full_event(agent_store(), snapshot.definition.agent_id, payload["event"])
-    decision = decide_turn(snapshot, event)
-    return decision.model_dump(mode="json") if decision else None
+    event = await full_event(store, snapshot.definition.agent_id, payload["event"])
+    made = await decide_turn(settings(), store, snapshot, event)
+    return made.model_dump(mode="json")
 
 
 @bp.activity_trigger(input_name="payload", activity="turn_act")

@@ -8,6 +8,7 @@ handlers on that engine; storage is a real Azurite.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -712,3 +713,76 @@ async def test_openapi_is_served_anonymously(app: App) -> None:
     )
     assert response.status_code == 200
     assert "/api/agents/{agent_id}/events" in json.loads(response.get_body())["paths"]
+
+
+# -- inference ---------------------------------------------------------------------------------
+
+
+def judgement(choice: int | None, *scores: float) -> str:
+    judgements = [{"option": i, "alignment": s, "reason": f"r{i}"} for i, s in enumerate(scores)]
+    return json.dumps({"choice": choice, "judgements": judgements})
+
+
+@pytest.fixture
+async def lorax(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    from aos.inference.client import close_shared_clients
+    from tests.inference.fakeserver import FakeLorax
+
+    server = FakeLorax(adapters={"acme/ceo-lora"})
+    await server.start()
+    monkeypatch.setenv("AOS_INFERENCE_ENDPOINT", server.url)
+    monkeypatch.setenv("AOS_INFERENCE_ADAPTERS", json.dumps({"ceo": "acme/ceo-lora"}))
+    yield server
+    await server.stop()
+    await close_shared_clients()
+
+
+async def test_the_turns_decision_comes_from_the_agents_adapter(app: App, lorax: Any) -> None:
+    lorax.texts(judgement(1, 0.1, 0.95))
+    await app.register({**CEO, "adapter_name": "ceo"})
+    await app.settle()
+    reply = await app.post_event("ceo", board_request("e-1"))
+    await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=30)
+    await app.settle()
+
+    (request,) = lorax.requests
+    assert request.path == "/generate"
+    assert request.body["parameters"]["adapter_id"] == "acme/ceo-lora"
+    history = await app.call(
+        "agent_history", "GET", "agents/ceo/history", route={"agent_id": "ceo"}
+    )
+    outcome = history.body["items"][0]["outcome"]
+    assert outcome["method"] == "combined"
+    assert outcome["chosen"] == "Draft a strategic plan to grow revenue"
+    counters = (await app.agent("ceo"))["counters"]
+    assert counters["inference_calls"] == 1
+    assert (counters["prompt_tokens"], counters["completion_tokens"]) == (11, 7)
+
+
+async def test_a_dead_endpoint_keeps_the_event_for_later(
+    app: App, lorax: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.inference.fakeserver import Reply
+
+    monkeypatch.setattr("aos.workflows.turn.DEFER_SECONDS", 1)
+    monkeypatch.setenv("AOS_INFERENCE_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AOS_INFERENCE_BREAKER_FAILURES", "1")
+    monkeypatch.setenv("AOS_INFERENCE_BREAKER_COOLDOWN_SECONDS", "1")
+    lorax.reply(Reply(status=503, body={"error": "overloaded", "error_type": "overloaded"}))
+    lorax.texts(judgement(1, 0.1, 0.95))
+    await app.register({**CEO, "adapter_name": "ceo"})
+    await app.settle()
+    await app.post_event("ceo", board_request("e-1"))
+
+    agent: dict = {}
+    for _ in range(100):  # the deferred turn retries after DEFER_SECONDS
+        await asyncio.sleep(0.2)
+        entity = (await app.engine.read_entity("agent", "ceo")).state
+        agent = await app.agent("ceo")
+        if agent["counters"]["decisions"] == 1 and not agent["pending_events"]:
+            break
+    assert entity["turns_deferred"] == 1
+    assert agent["counters"]["decisions"] == 1
+    assert agent["counters"]["events_received"] == 1
+    assert any("kept e-1 for later" in m["text"] for m in agent["working_memory"])
+    assert len(lorax.requests) == 2  # one failed call, then the retry after the pause

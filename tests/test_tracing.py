@@ -14,6 +14,8 @@ from aos.agents.entity import Snapshot
 from aos.agents.models import AgentDefinition, EventEnvelope
 from aos.agents.state import Lifecycle
 from aos.observability.tracing import current_traceparent, orchestration_step, span
+from aos.settings import Settings
+from aos.storage.store import AgentStore
 from aos.turns import decide_turn
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -47,7 +49,7 @@ def test_span_continues_the_message_trace(spans: InMemorySpanExporter) -> None:
     assert outgoing.split("-")[2] == format(finished.context.span_id, "016x")
 
 
-def test_activity_span_is_a_child_of_the_event(spans: InMemorySpanExporter) -> None:
+async def test_activity_span_is_a_child_of_the_event(spans: InMemorySpanExporter) -> None:
     definition = AgentDefinition(agent_id="ceo", purpose="Company growth")
     snapshot = Snapshot(
         definition=definition, lifecycle=Lifecycle.AWAKE, goals=[], working_memory=[]
@@ -55,7 +57,9 @@ def test_activity_span_is_a_child_of_the_event(spans: InMemorySpanExporter) -> N
     event = EventEnvelope(
         id="e", source="/s", type="t", traceparent=PARENT, data={"options": ["Grow"]}
     )
-    decide_turn(snapshot, event)
+    settings = Settings.from_env({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    async with AgentStore.from_settings(settings) as store:  # no I/O without an endpoint
+        await decide_turn(settings, store, snapshot, event)
     (finished,) = spans.get_finished_spans()
     assert finished.name == "activity turn_decide"
     assert format(finished.context.trace_id, "032x") == TRACE_ID

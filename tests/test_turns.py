@@ -55,13 +55,20 @@ def request(event_id: str = "e-1") -> EventEnvelope:
     )
 
 
-def test_decision_and_its_messages() -> None:
-    decision = decide_turn(SNAPSHOT, request())
+async def decided(store: AgentStore, event: EventEnvelope):
+    made = await decide_turn(Settings.from_env({}), store, SNAPSHOT, event)
+    assert made.defer is None
+    return made.decision
+
+
+async def test_decision_and_its_messages(store: AgentStore) -> None:
+    decision = await decided(store, request())
     assert decision is not None
     assert decision.chosen == "Draft a strategic plan to grow revenue"
+    assert decision.method == "deterministic"  # no inference endpoint is configured
 
     messages = outgoing_messages("ceo", request(), decision, TRACE)
-    again = outgoing_messages("ceo", request(), decide_turn(SNAPSHOT, request()), TRACE)
+    again = outgoing_messages("ceo", request(), await decided(store, request()), TRACE)
     assert [m.id for m in messages] == [m.id for m in again]  # a retried turn sends the same ids
     (message,) = messages
     assert (message.subject, message.type, message.data) == ("cfo", "plan.review", {"doc": 1})
@@ -70,17 +77,17 @@ def test_decision_and_its_messages() -> None:
     assert message.source == "/aos/agents/ceo"
 
 
-def test_declined_decision_sends_nothing() -> None:
+async def test_declined_decision_sends_nothing(store: AgentStore) -> None:
     event = EventEnvelope(id="e", source="/s", type="t", data={"options": ["Order pizza"]})
-    decision = decide_turn(SNAPSHOT, event)
+    decision = await decided(store, event)
     assert decision is not None and decision.outcome == "decline"
     assert outgoing_messages("ceo", event, decision, None) == []
     assert turn_outcome(decision, [])["outcome"] == "decline"
 
 
-def test_informational_event_needs_no_decision() -> None:
+async def test_informational_event_needs_no_decision(store: AgentStore) -> None:
     event = EventEnvelope(id="e", source="/s", type="t", data={"amount": 3})
-    assert decide_turn(SNAPSHOT, event) is None
+    assert await decided(store, event) is None
     assert turn_outcome(None, [])["status"] == "observed"
 
 
@@ -93,7 +100,7 @@ def test_workflow_task_decision() -> None:
 
 async def test_record_is_idempotent_and_context_sees_it(store: AgentStore) -> None:
     event = request()
-    outcome = turn_outcome(decide_turn(SNAPSHOT, event), ["msg-1"])
+    outcome = turn_outcome(await decided(store, event), ["msg-1"])
     await record_turn(store, "ceo", event, outcome)
     await record_turn(store, "ceo", event, outcome)
     await store.context.remember("ceo", Memory(memory_id="board", content="Board meets monthly"))

@@ -29,6 +29,7 @@ from aos.agents.models import (
 )
 from aos.agents.state import AgentState, Counters, Lifecycle, MemoryItem
 from aos.errors import AOSError, ConcurrencyError, InvalidTransitionError, NotFoundError
+from aos.settings import Settings
 from aos.storage.registry import AgentRecord
 from aos.storage.store import AgentStore
 
@@ -267,7 +268,9 @@ class PurposeDrivenAgent:
     # -- purpose ---------------------------------------------------------------------------
 
     async def evaluate_purpose_alignment(self, action: str | Mapping[str, Any]) -> Alignment:
-        """Score an action (text, or a mapping with `action`/`description`) against the purpose."""
+        """Score an action (text, or a mapping with `action`/`description`) against the purpose:
+        the agent's model and the deterministic scorer combined when inference is configured
+        (both scores are in the reasons), the deterministic scorer alone otherwise."""
         if isinstance(action, Mapping):
             text = action.get("action") or action.get("description")
             if not isinstance(text, str):
@@ -276,7 +279,13 @@ class PurposeDrivenAgent:
                     field="action",
                 )
             action = text
-        return self.scorer.score(action, self.definition)
+        from aos.inference.decisions import align_for_agent
+
+        made = await align_for_agent(
+            Settings.from_env(), self._clients(), action, self.definition, scorer=self.scorer
+        )
+        await self._account(made.usage.model_dump())
+        return made.alignment
 
     async def make_purpose_driven_decision(
         self, context: DecisionContext | Mapping[str, Any]
@@ -284,17 +293,42 @@ class PurposeDrivenAgent:
         """Choose among `context['options']` the action that best serves the purpose and goals."""
         if not isinstance(context, DecisionContext):
             context = DecisionContext.model_validate(context)
-        goals = self.state.active_goals() if self._record else []
-        decision = decide(
-            self.definition,
-            goals,
-            context,
-            self.scorer,
-            decision_id_for(self.agent_id, context.event_id),
-        )
+        decision, usage = await self._decide(context)
         if self._record is not None:
-            await self._mutate(lambda state, now: _count_decision(state, decision, now))
+            await self._mutate(lambda state, now: _count_decision(state, decision, now, usage))
         return decision
+
+    async def _decide(self, context: DecisionContext) -> tuple[Decision, dict[str, int]]:
+        """Decide with the agent's model when inference is configured, else deterministically.
+
+        Raises InferenceUnavailableError when the endpoint is down, so the caller keeps the
+        event for later rather than deciding without the model it was configured to use.
+        """
+        from aos.inference.decisions import decide_for_turn
+        from aos.inference.errors import InferenceUnavailableError
+
+        made = await decide_for_turn(
+            Settings.from_env(),
+            self._clients(),
+            self.definition,
+            self.state.active_goals() if self._record else [],
+            context,
+            decision_id_for(self.agent_id, context.event_id),
+            scorer=self.scorer,
+        )
+        if made.endpoint_unavailable:
+            raise InferenceUnavailableError(
+                f"agent '{self.agent_id}' cannot decide now: {made.fallback_reason}; "
+                "the event is kept, deliver it again later"
+            )
+        return made.decision, made.usage.model_dump()
+
+    def _clients(self) -> Any:
+        return self._store.clients if self._store is not None else None
+
+    async def _account(self, usage: dict[str, int]) -> None:
+        if self._record is not None and usage.get("calls"):
+            await self._mutate(lambda state, now: state.counters.add_usage(usage))
 
     # -- goals -----------------------------------------------------------------------------
 
@@ -345,16 +379,8 @@ class PurposeDrivenAgent:
                 await self._mutate(_count_duplicate)
                 return TurnResult(event_id=event.id, duplicate=True, outcome=stored.outcome)
 
-        decision = None
-        if context is not None:
-            decision = decide(
-                self.definition,
-                self.state.active_goals(),
-                context,
-                self.scorer,
-                decision_id_for(self.agent_id, event.id),
-            )
-        await self._mutate(lambda state, now: _complete_turn(state, event, decision, now))
+        decision, usage = (None, {}) if context is None else await self._decide(context)
+        await self._mutate(lambda state, now: _complete_turn(state, event, decision, now, usage))
         outcome = _outcome(decision)
         await store.context.record_outcome(self.agent_id, event.id, outcome)
         return TurnResult(event_id=event.id, duplicate=False, decision=decision, outcome=outcome)
@@ -402,7 +428,11 @@ def _count_duplicate(state: AgentState, now: Any) -> None:
 
 
 def _complete_turn(
-    state: AgentState, event: EventEnvelope, decision: Decision | None, now: Any
+    state: AgentState,
+    event: EventEnvelope,
+    decision: Decision | None,
+    now: Any,
+    usage: dict[str, int],
 ) -> None:
     """Wake, take in the event and its decision, sleep: one state change, applied once per event."""
     if state.has_processed(event.id):
@@ -410,12 +440,15 @@ def _complete_turn(
     state.transition(Lifecycle.AWAKE, now)
     state.record_event(event, now)
     if decision is not None:
-        _count_decision(state, decision, now)
+        _count_decision(state, decision, now, usage)
     state.transition(Lifecycle.SLEEPING, now)
 
 
-def _count_decision(state: AgentState, decision: Decision, now: Any) -> None:
+def _count_decision(
+    state: AgentState, decision: Decision, now: Any, usage: dict[str, int] | None = None
+) -> None:
     state.counters.decisions += 1
+    state.counters.add_usage(usage)
     if decision.outcome == "act":
         state.counters.actions_taken += 1
         state.remember("decision", f"decided to {decision.chosen}", now)
@@ -432,6 +465,8 @@ def _outcome(decision: Decision | None) -> dict[str, Any]:
         "decision_id": decision.decision_id,
         "outcome": decision.outcome,
         "chosen": decision.chosen,
-        "score": decision.options[0].alignment.score if decision.chosen else None,
+        "score": next(
+            (o.alignment.score for o in decision.options if o.action == decision.chosen), None
+        ),
         "reasons": decision.reasons,
     }

@@ -76,6 +76,7 @@ class AgentEntityState(Model):
     turn: ActiveTurn | None = None
     turns_failed: int = 0
     last_failure: TurnFailure | None = None
+    turns_deferred: int = 0
 
 
 class Snapshot(Model):
@@ -90,7 +91,7 @@ class Snapshot(Model):
 class Grant(Model):
     """The entity's answer to "may I run a turn?"."""
 
-    status: Literal["granted", "busy", "idle", "paused", "retired", "done"]
+    status: Literal["granted", "busy", "idle", "paused", "retired", "done", "deferred"]
     event: EventEnvelope | None = None
     snapshot: Snapshot | None = None
 
@@ -100,11 +101,12 @@ class TurnOutcome(Model):
 
     event_id: str
     instance_id: str
-    status: Literal["decided", "observed", "failed"]
+    status: Literal["decided", "observed", "failed", "deferred"]
     decision_outcome: Literal["act", "decline"] | None = None
     chosen: str | None = None
     failed_step: str | None = None
     error: str | None = None
+    usage: dict[str, int] | None = None
     now: AwareDatetime | None = None
 
 
@@ -269,6 +271,15 @@ def commit_turn(entity: AgentEntityState | None, payload: Any, key: str) -> tupl
     if turn is None or turn.event_id != outcome.event_id or turn.instance_id != outcome.instance_id:
         return entity, Grant(status="idle").model_dump(mode="json")  # stale or repeated commit
     state = entity.state
+    state.counters.add_usage(outcome.usage)
+    if outcome.status == "deferred":
+        # The event stays at the head of the queue for a later turn (e.g. the model is down).
+        entity.turns_deferred += 1
+        entity.turn = None
+        state.remember("deferred", f"kept {outcome.event_id} for later: {outcome.error}", now)
+        if state.lifecycle is Lifecycle.AWAKE:
+            state.transition(Lifecycle.SLEEPING, now)
+        return entity, Grant(status="deferred").model_dump(mode="json")
     pending = next(p for p in entity.queue if p.event.id == outcome.event_id)
     entity.queue.remove(pending)
     state.processed_event_ids = [*state.processed_event_ids, pending.event.id]

@@ -65,6 +65,18 @@ class Counters(Model):
     decisions: int = Field(0, ge=0)
     actions_taken: int = Field(0, ge=0)
     actions_declined: int = Field(0, ge=0)
+    inference_calls: int = Field(0, ge=0)
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+    inference_cache_hits: int = Field(0, ge=0)
+
+    def add_usage(self, usage: dict[str, int] | None) -> None:
+        """Add what a turn's inference cost (calls, tokens, cache hits)."""
+        usage = usage or {}
+        self.inference_calls += usage.get("calls", 0)
+        self.prompt_tokens += usage.get("prompt_tokens", 0)
+        self.completion_tokens += usage.get("completion_tokens", 0)
+        self.inference_cache_hits += usage.get("cache_hits", 0)
 
 
 class AgentState(Model):

@@ -8,7 +8,9 @@ will not come. Every `TURNS_PER_EXECUTION` turns the orchestration continues as 
 history (replayed on every step) stays short however long the agent lives.
 
 Activity failures are retried (`TURN_RETRY`), then recorded as a failed turn: the event's outcome
-says which step failed and why, and the agent goes on with its next event.
+says which step failed and why, and the agent goes on with its next event. When the agent's
+model endpoint is down (its circuit is open), the decision step defers instead: the event stays
+queued and the turn tries again after `DEFER_SECONDS`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Generator
+from datetime import timedelta
 from typing import Any
 
 from aos.agents.entity import ENTITY_NAME
@@ -26,6 +29,8 @@ TURNS_PER_EXECUTION = 20
 # Activity retries: 3 attempts, the first retry after 2 s (the SDK doubles nothing by itself).
 TURN_RETRY_FIRST_INTERVAL_MS = 2000
 TURN_RETRY_ATTEMPTS = 3
+# How long a turn waits before trying again an event it had to defer (the model was down).
+DEFER_SECONDS = 60
 
 
 def turn_instance_id(agent_id: str, event_id: str) -> str:
@@ -69,10 +74,19 @@ def agent_turn(context: Any) -> Generator[Any, Any, Any]:
             "chosen": outcome.get("chosen"),
             "failed_step": outcome.get("failed_step"),
             "error": outcome.get("error"),
+            "usage": outcome.get("usage"),
             "now": context.current_utc_datetime.isoformat(),
         }
         with orchestration_step(context, "commit_turn", grant["event"].get("traceparent")):
             grant = yield context.call_entity(entity, "commit_turn", summary)
+        if grant["status"] == "deferred":
+            # The event waits at the head of the queue; try again after a pause, as a fresh
+            # execution (a delivery in the meantime may take the turn first: then this one ends).
+            yield context.create_timer(
+                context.current_utc_datetime + timedelta(seconds=DEFER_SECONDS)
+            )
+            context.continue_as_new({"agent_id": agent_id, "turns": turns})
+            return None
         turns += 1
         context.set_custom_status({"agent_id": agent_id, "turns": turns, "last": summary})
         if grant["status"] == "granted" and turns % TURNS_PER_EXECUTION == 0:
@@ -94,14 +108,17 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
             )
         step = "turn_decide"
         with orchestration_step(context, step, traceparent):
-            decision = yield context.call_activity_with_retry(
+            made = yield context.call_activity_with_retry(
                 step, retry, {"snapshot": grant["snapshot"], "event": event, "context": recalled}
             )
+        if made["defer"]:
+            return {"status": "deferred", "error": made["defer"], "usage": made["usage"]}
         step = "turn_act"
         with orchestration_step(context, step, traceparent):
             outcome = yield context.call_activity_with_retry(
-                step, retry, {"agent_id": agent_id, "event": event, "decision": decision}
+                step, retry, {"agent_id": agent_id, "event": event, "decision": made["decision"]}
             )
+        outcome = {**outcome, "usage": made["usage"]}
         step = "turn_record"
         with orchestration_step(context, step, traceparent):
             yield context.call_activity_with_retry(

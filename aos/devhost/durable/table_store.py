@@ -97,6 +97,9 @@ class TableDurableStore(DurableStore):
         # Likewise each target's pending message rows, once read (message id -> row).
         self._message_cache: dict[str, dict[str, dict]] = {}
         self._index_rows: dict[str, dict] = {}
+        # Writes bump a key's version; a read fills the cache only if no write happened while it
+        # was reading, so a slow read can never put back what a write replaced.
+        self._versions: dict[str, int] = {}
 
     async def open(self) -> None:
         self._tables = TableSet(self._clients.tables())
@@ -129,17 +132,25 @@ class TableDurableStore(DurableStore):
 
         raw = self._instance_cache.get(instance_id)
         if raw is None:
+            version = self._versions.get(f"i:{instance_id}", 0)
             try:
                 downloader = await self._blob(instance_id).download_blob()
-                raw = self._instance_cache[instance_id] = await downloader.readall()
+                raw = await downloader.readall()
             except ResourceNotFoundError:
                 return None
+            if self._versions.get(f"i:{instance_id}", 0) == version:
+                self._instance_cache[instance_id] = raw
         return _instance_from_json(raw)
+
+    def _bump(self, key: str) -> None:
+        self._versions[key] = self._versions.get(key, 0) + 1
 
     async def _put_instance(self, record: InstanceRecord) -> None:
         raw = _instance_to_json(record)
+        self._bump(f"i:{record.instance_id}")
         self._instance_cache.pop(record.instance_id, None)
         await self._blob(record.instance_id).upload_blob(raw, overwrite=True)
+        self._bump(f"i:{record.instance_id}")
         self._instance_cache[record.instance_id] = raw
         row = {
             "PartitionKey": _key(record.instance_id),
@@ -182,6 +193,7 @@ class TableDurableStore(DurableStore):
         from azure.core.exceptions import ResourceNotFoundError
 
         existed = True
+        self._bump(f"i:{instance_id}")
         self._instance_cache.pop(instance_id, None)
         self._index_rows.pop(instance_id, None)
         try:
@@ -281,6 +293,7 @@ class TableDurableStore(DurableStore):
                 **split_bytes(body, "Body"),
             }
             # the same message, written again by a replayed commit, is already there
+            self._bump(f"m:{message.target}")
             with contextlib.suppress(ResourceExistsError):
                 await table.create_entity(row)
                 cached = self._message_cache.get(message.target)
@@ -303,19 +316,23 @@ class TableDurableStore(DurableStore):
     async def get_messages(self, target: str) -> list[Message]:
         cached = self._message_cache.get(target)
         if cached is None:
+            version = self._versions.get(f"m:{target}", 0)
             table = await self._table(self._messages_table)
-            cached = self._message_cache[target] = {
+            cached = {
                 row["MessageId"]: row
                 async for row in table.query_entities(
                     "PartitionKey eq @pk", parameters={"pk": _key(target)}
                 )
             }
+            if self._versions.get(f"m:{target}", 0) == version:
+                self._message_cache[target] = cached
         rows = sorted(cached.values(), key=lambda r: r["Seq"])
         return [self._message_from_row(row, i) for i, row in enumerate(rows)]
 
     async def delete_messages(self, target: str, ids: list[str]) -> None:
         table = await self._table(self._messages_table)
         cached = self._message_cache.get(target, {})
+        self._bump(f"m:{target}")
         for message_id in ids:
             await table.delete_entity(_key(target), _key(message_id))
             cached.pop(message_id, None)
