@@ -22,9 +22,11 @@ from aos.agents.alignment import DeterministicAlignmentScorer
 from aos.agents.models import AgentDefinition, EventEnvelope
 from aos.devhost.azurite import Azurite, free_ports
 from aos.settings import Settings
+from aos.storage.clients import StorageClients
 from aos.storage.store import AgentStore
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for the LoRAX stand-in in tests/inference
 CEO = AgentDefinition(
     agent_id="ceo",
     purpose="Strategic oversight and company growth",
@@ -161,6 +163,22 @@ async def bench_hosted_turns(settings: Settings, turns: int) -> None:
         await close_durable_client_session()
 
 
+async def bench_inference(settings: Settings) -> None:
+    """Inference client overhead and cache hits, against the local LoRAX stand-in."""
+    from aos.inference.bench import bench
+    from aos.inference.client import close_shared_clients
+    from tests.inference.fakeserver import FakeLorax
+
+    server = FakeLorax()
+    await server.start()
+    try:
+        async with StorageClients.from_settings(settings) as clients:
+            await bench(server.url, calls=200, clients=clients, storage_prefix="benchinf")
+    finally:
+        await server.stop()
+        await close_shared_clients()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=200)
@@ -175,6 +193,7 @@ def main() -> None:
             {"AzureWebJobsStorage": az.connection_string, "AOS_STORAGE_PREFIX": "bench"}
         )
         asyncio.run(bench_hosted_turns(hosted, max(10, args.turns // 4)))
+        asyncio.run(bench_inference(settings))
 
 
 if __name__ == "__main__":

@@ -112,9 +112,12 @@ class LocalHost:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        from aos.inference.client import close_shared_clients
+
         while self._closers:
             await self._closers.pop()()
         await close()
+        await close_shared_clients()
         await close_durable_client_session()
 
     # -- invoking functions ------------------------------------------------------------------
