@@ -141,6 +141,14 @@ async def send_approval(req: func.HttpRequest, client) -> func.HttpResponse:
     return await respond(req, client, workflows.approve)
 
 
+@bp.route(route="agents/{agent_id}/mcp", methods=["POST", "GET", "DELETE"])
+@bp.durable_client_input(client_name="client")
+async def agent_mcp(req: func.HttpRequest, client) -> func.HttpResponse:
+    from aos.api import mcp
+
+    return await respond(req, client, mcp.serve)
+
+
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     from aos.api.openapi import document

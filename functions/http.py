@@ -26,9 +26,11 @@ async def respond(
         response = await handler(request, client, agent_store(), *args)
     except Exception as exc:  # every failure becomes a JSON error answer
         response = error_response(exc)
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+    content_type = response.headers.get("content-type") or response.headers.get("Content-Type")
     return func.HttpResponse(
         response.encoded(),
         status_code=response.status,
-        headers=response.headers,
-        mimetype="application/json",
+        headers=headers,
+        mimetype=(content_type or "application/json").split(";")[0],
     )

@@ -786,3 +786,63 @@ async def test_a_dead_endpoint_keeps_the_event_for_later(
     assert agent["counters"]["events_received"] == 1
     assert any("kept e-1 for later" in m["text"] for m in agent["working_memory"])
     assert len(lorax.requests) == 2  # one failed call, then the retry after the pause
+
+
+# -- MCP ---------------------------------------------------------------------------------------
+
+
+async def mcp_call(app: App, agent_id: str, method: str, params: dict, call_id: int = 1) -> Reply:
+    return await app.call(
+        "agent_mcp",
+        "POST",
+        f"agents/{agent_id}/mcp",
+        {"jsonrpc": "2.0", "id": call_id, "method": method, "params": params},
+        route={"agent_id": agent_id},
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+        },
+    )
+
+
+async def test_mcp_client_reads_the_live_agent_and_the_next_turn_sees_its_memory(app: App) -> None:
+    await app.register(CEO, goals=[{"description": "Grow revenue", "goal_id": "revenue"}])
+    await app.settle()
+    client_info = {"name": "t", "version": "0"}
+    hello = await mcp_call(
+        app,
+        "ceo",
+        "initialize",
+        {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": client_info},
+    )
+    assert hello.status == 200
+    assert hello.body["result"]["serverInfo"]["name"] == "aos-agent-ceo"
+
+    state = await mcp_call(app, "ceo", "resources/read", {"uri": "aos://agents/ceo/state"}, 2)
+    live = json.loads(state.body["result"]["contents"][0]["text"])
+    assert [g["goal_id"] for g in live["goals"]] == ["revenue"]  # read from the entity
+
+    memory = {"content": "The board prefers Europe", "memory_id": "board"}
+    remembered = await mcp_call(
+        app, "ceo", "tools/call", {"name": "remember", "arguments": memory}, 3
+    )
+    assert remembered.body["result"]["isError"] is False
+    new_goal = {"description": "Open a Lisbon office", "goal_id": "lisbon"}
+    goal = await mcp_call(app, "ceo", "tools/call", {"name": "add_goal", "arguments": new_goal}, 4)
+    assert goal.body["result"]["isError"] is False
+    await app.settle()
+    assert {g["goal_id"] for g in (await app.agent("ceo"))["goals"]} == {"revenue", "lisbon"}
+
+    reply = await app.post_event("ceo", board_request("e-1"))
+    instance = reply.body["turn"]["instance_id"]
+    await app.engine.wait_for(instance, timeout=30)
+    status = await app.engine.get_status(instance, show_history=True, show_history_output=True)
+    assert "The board prefers Europe" in json.dumps(status["historyEvents"])
+
+    unknown = await mcp_call(app, "ghost", "resources/read", {"uri": "aos://agents/ghost/state"})
+    assert "not registered" in json.dumps(unknown.body)
+    refused = await app.call(
+        "agent_mcp", "GET", "agents/ceo/mcp", route={"agent_id": "ceo"},
+        headers={"Accept": "text/event-stream"},
+    )  # fmt: skip
+    assert refused.status == 405

@@ -57,3 +57,12 @@ def test_document_is_openapi_3_with_resolvable_refs() -> None:
 def test_agent_id_schema_carries_the_slug_rule() -> None:
     definition = build()["components"]["schemas"]["AgentDefinition"]
     assert "agent_id" in definition["required"]
+
+
+def test_operation_ids_are_unique() -> None:
+    ids = [
+        operation["operationId"]
+        for methods in build()["paths"].values()
+        for operation in methods.values()
+    ]
+    assert len(ids) == len(set(ids))

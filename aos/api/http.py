@@ -100,6 +100,8 @@ class ApiResponse:
     def encoded(self) -> bytes:
         if self.body is None:
             return b""
+        if isinstance(self.body, bytes):  # already encoded (e.g. an MCP response)
+            return self.body
         if isinstance(self.body, BaseModel):
             return self.body.model_dump_json(exclude_none=True).encode()
         return json.dumps(self.body, default=str).encode()

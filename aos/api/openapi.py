@@ -51,6 +51,9 @@ ROUTES = (
     ),
     Route("get", f"{AGENT}/history", "agent_history", "Event history", 200, paged=True),
     Route("get", f"{AGENT}/memories", "agent_memories", "Memories", 200, paged=True),
+    Route("post", f"{AGENT}/mcp", "agent_mcp", "MCP: streamable HTTP, JSON responses", 200),
+    Route("get", f"{AGENT}/mcp", "agent_mcp", "MCP: no SSE stream here (405)", 405),
+    Route("delete", f"{AGENT}/mcp", "agent_mcp", "MCP: no sessions here (405)", 405),
     Route("post", "/api/workflows/{workflow}", "start_workflow", "Start a workflow", 202),
     Route("get", "/api/workflows/{instance_id}", "workflow_status", "Workflow status", 200),
     Route(
@@ -98,9 +101,15 @@ def build() -> dict[str, Any]:
         ref_template="#/components/schemas/{model}",
     )
     paths: dict[str, dict[str, Any]] = {}
+    shared = {
+        r.operation_id for r in ROUTES if sum(o.operation_id == r.operation_id for o in ROUTES) > 1
+    }
     for route in ROUTES:
+        operation_id = route.operation_id
+        if operation_id in shared and route.method != "post":  # operation ids must be unique
+            operation_id = f"{operation_id}_{route.method}"
         operation: dict[str, Any] = {
-            "operationId": route.operation_id,
+            "operationId": operation_id,
             "summary": route.summary,
             "parameters": _parameters(route),
             "responses": {

@@ -72,6 +72,12 @@ class LocalHost:
         self.settings = Settings.from_env()
         self.app = load_app(self.app_dir)
         self.keys = FunctionKeys.from_settings(self.settings.get)
+        self.max_delivery_count = int(
+            self.settings.get("AOS_DEVHOST_MAX_DELIVERY_COUNT") or self.max_delivery_count
+        )
+        self.lock_duration = float(
+            self.settings.get("AOS_DEVHOST_LOCK_SECONDS") or self.lock_duration
+        )
         self.task_hub = task_hub_name(self.app_dir, self.settings.get)
         self.clients = StorageClients.from_settings(self.settings)
         self._closers.append(self.clients.close)

@@ -149,6 +149,13 @@ def _next_uri(uri: str, continuation: str | None, limit: str) -> str | None:
     return f"{uri}?cursor={continuation}" + (f"&limit={limit}" if limit else "")
 
 
+class RecordReader(Protocol):
+    """Where the server reads an agent's definition and live state (the registry by default;
+    the function app reads the agent's entity)."""
+
+    async def get(self, agent_id: str) -> AgentRecord: ...
+
+
 class ContextMCPServer:
     """The MCP server of one agent, backed by an `AgentStore`.
 
@@ -162,6 +169,7 @@ class ContextMCPServer:
         store: AgentStore,
         goals: GoalWriter | None = None,
         *,
+        records: RecordReader | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         search_page_size: int = MAX_PAGE_SIZE,
     ) -> None:
@@ -172,6 +180,7 @@ class ContextMCPServer:
         self.agent_id = agent_id
         self.store = store
         self.goals: GoalWriter = goals or RegistryGoalWriter(store.registry)
+        self.records: RecordReader = records or store.registry
         self.page_size = page_size
         self.search_page_size = search_page_size
         self.base_uri = f"aos://agents/{agent_id}"
@@ -201,7 +210,7 @@ class ContextMCPServer:
 
     async def _record_or(self, error: Callable[[str], Exception]) -> AgentRecord:
         try:
-            return await self.store.registry.get(self.agent_id)
+            return await self.records.get(self.agent_id)
         except NotFoundError:
             raise error(self._unknown()) from None
 

@@ -299,6 +299,7 @@ class TableDurableStore(DurableStore):
                 cached = self._message_cache.get(message.target)
                 if cached is not None:
                     cached[message.id] = row
+            self._bump(f"m:{message.target}")  # a read that began before the write is stale too
 
     @staticmethod
     def _message_from_row(row: dict, seq: int) -> Message:
@@ -336,6 +337,7 @@ class TableDurableStore(DurableStore):
         for message_id in ids:
             await table.delete_entity(_key(target), _key(message_id))
             cached.pop(message_id, None)
+        self._bump(f"m:{target}")
 
     async def message_targets(self) -> dict[str, datetime | None]:
         table = await self._table(self._messages_table)
