@@ -15,7 +15,15 @@ from pydantic import Field
 from aos.agents.agent import context_from_event, decide, decision_id_for
 from aos.agents.alignment import DeterministicAlignmentScorer
 from aos.agents.entity import DATA_REF, Snapshot
-from aos.agents.models import Decision, DecisionContext, EventEnvelope, Model, Slug, utcnow
+from aos.agents.models import (
+    AgentDefinition,
+    Decision,
+    DecisionContext,
+    EventEnvelope,
+    Model,
+    Slug,
+    utcnow,
+)
 from aos.observability.tracing import current_traceparent, span
 from aos.settings import Settings
 from aos.storage.store import AgentStore
@@ -116,8 +124,11 @@ async def act(
     agent_id: Slug,
     event: EventEnvelope,
     decision: Decision | None,
-) -> list[str]:
-    """Carry out the decision: publish its messages to other agents. Returns the message ids."""
+    definition: AgentDefinition,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Carry out the decision: publish its messages to other agents and make its MCP tool calls.
+    Returns the message ids and the tool results (a failed call is a result, not an error)."""
+    from aos.mcp.client import call_tools
     from aos.messaging.publisher import publisher_from_settings
 
     with span("activity turn_act", event.traceparent, {"aos.agent_id": agent_id}):
@@ -125,11 +136,18 @@ async def act(
         if messages:
             async with publisher_from_settings(settings, store.clients) as publisher:
                 await publisher.publish(settings.messages_topic, messages)
-        return [m.id for m in messages]
+        tools = []
+        if decision is not None and decision.outcome == "act" and decision.tool_calls:
+            results = await call_tools(definition.mcp_servers, decision.tool_calls)
+            tools = [result.model_dump() for result in results]
+        return [m.id for m in messages], tools
 
 
 def turn_outcome(
-    decision: Decision | None, sent: list[str], failure: tuple[str, str] | None = None
+    decision: Decision | None,
+    sent: list[str],
+    failure: tuple[str, str] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The outcome stored with the event (and summarised for the entity)."""
     if failure is not None:
@@ -147,6 +165,7 @@ def turn_outcome(
         "method": decision.method,
         "reasons": decision.reasons,
         "messages_sent": sent,
+        "tool_results": tools or [],
     }
 
 

@@ -55,15 +55,18 @@ async def turn_decide(payload: dict[str, Any]) -> dict[str, Any]:
 
 @bp.activity_trigger(input_name="payload", activity="turn_act")
 async def turn_act(payload: dict[str, Any]) -> dict[str, Any]:
-    from aos.agents.models import Decision, EventEnvelope
+    from aos.agents.models import AgentDefinition, Decision, EventEnvelope
     from aos.runtime import agent_store, settings
     from aos.turns import act, turn_outcome
 
     event = EventEnvelope.model_validate(payload["event"])
     raw = payload.get("decision")
     decision = Decision.model_validate(raw) if raw else None
-    sent = await act(settings(), agent_store(), payload["agent_id"], event, decision)
-    return turn_outcome(decision, sent)
+    definition = AgentDefinition.model_validate(payload["definition"])
+    sent, tools = await act(
+        settings(), agent_store(), payload["agent_id"], event, decision, definition
+    )
+    return turn_outcome(decision, sent, tools=tools)
 
 
 @bp.activity_trigger(input_name="payload", activity="turn_record")

@@ -846,3 +846,85 @@ async def test_mcp_client_reads_the_live_agent_and_the_next_turn_sees_its_memory
         headers={"Accept": "text/event-stream"},
     )  # fmt: skip
     assert refused.status == 405
+
+
+@pytest.fixture
+async def mcp_server_url() -> AsyncIterator[str]:
+    """An external MCP server, reached over real HTTP: the CFO's context server."""
+    from aiohttp import web
+
+    from aos.devhost.azurite import free_ports
+    from aos.mcp.http import handle_mcp_request
+    from aos.mcp.server import ContextMCPServer
+    from aos.runtime import agent_store
+
+    async def serve(request: web.Request) -> web.Response:
+        server = ContextMCPServer(request.match_info["agent_id"], agent_store())
+        status, headers, body = await handle_mcp_request(
+            server, request.method, dict(request.headers), await request.read()
+        )
+        return web.Response(status=status, headers=headers, body=body)
+
+    web_app = web.Application()
+    web_app.router.add_route("*", "/{agent_id}/mcp", serve)
+    runner = web.AppRunner(web_app)
+    await runner.setup()
+    (port,) = free_ports(1)
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_a_chosen_action_calls_tools_on_the_agents_mcp_servers(
+    app: App, mcp_server_url: str
+) -> None:
+    from aos.devhost.azurite import free_ports
+    from aos.runtime import agent_store
+
+    (closed,) = free_ports(1)
+    servers = [
+        {"name": "cfo-context", "url": f"{mcp_server_url}/cfo/mcp"},
+        {"name": "offline", "url": f"http://127.0.0.1:{closed}/mcp", "timeout_seconds": 5},
+    ]
+    await app.register({**CEO, "mcp_servers": servers})
+    await app.register(CFO)
+    await app.settle()
+    note = {"content": "CEO plans growth in Europe", "memory_id": "from-ceo"}
+    option = {
+        "action": "Draft a strategic plan to grow revenue",
+        "tool_calls": [
+            {"server": "cfo-context", "tool": "remember", "arguments": note},
+            {"server": "offline", "tool": "remember", "arguments": note},
+            {"server": "unknown", "tool": "remember", "arguments": note},
+        ],
+    }
+    reply = await app.post_event("ceo", board_request("e-1", options=["Order pizza", option]))
+    await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=60)
+    await app.settle()
+
+    history = await app.call(
+        "agent_history", "GET", "agents/ceo/history", route={"agent_id": "ceo"}
+    )
+    outcome = history.body["items"][0]["outcome"]
+    assert outcome["status"] == "decided"
+    first, offline, unknown = outcome["tool_results"]
+    assert first["ok"] is True
+    assert offline["ok"] is False and offline["error"]
+    assert "lists no MCP server 'unknown'" in unknown["error"]
+    memory = await agent_store().context.get_memory("cfo", "from-ceo")
+    assert memory.content == "CEO plans growth in Europe"
+
+
+def test_mcp_server_refs_are_validated() -> None:
+    from pydantic import ValidationError
+
+    from aos.agents.models import AgentDefinition
+
+    with pytest.raises(ValidationError, match="exactly one of url"):
+        AgentDefinition(agent_id="a", purpose="p", mcp_servers=[{"name": "x"}])
+    with pytest.raises(ValidationError, match="unique"):
+        AgentDefinition(
+            agent_id="a",
+            purpose="p",
+            mcp_servers=[{"name": "x", "url": "http://a"}, {"name": "x", "url": "http://b"}],
+        )

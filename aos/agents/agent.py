@@ -96,6 +96,7 @@ def rank_options(
                 goals_advanced=advanced,
                 rank_score=rank,
                 messages=option.messages,
+                tool_calls=option.tool_calls,
             )
         )
     return sorted(scored, key=lambda s: s.rank_score, reverse=True)  # stable: ties keep order

@@ -69,6 +69,33 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, validate_assignment=True)
 
 
+class McpServerRef(Model):
+    """An external MCP server an agent may call tools on: a URL (streamable HTTP) or a command
+    (stdio)."""
+
+    name: Slug
+    url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2000)] | None = None
+    command: list[Annotated[str, StringConstraints(min_length=1)]] | None = Field(
+        None, min_length=1, max_length=50
+    )
+    env: dict[str, str] = Field(default_factory=dict, max_length=50)
+    timeout_seconds: float = Field(30.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerRef:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("give exactly one of url (streamable HTTP) or command (stdio)")
+        return self
+
+
+class ToolCall(Model):
+    """A tool an action calls on one of the agent's MCP servers."""
+
+    server: Slug
+    tool: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class AgentDefinition(Model):
     """What an agent is for. Registered once; changes are explicit updates."""
 
@@ -92,6 +119,14 @@ class AgentDefinition(Model):
     alignment_threshold: Fraction = Field(
         0.5, description="Alignment score at or above which an action counts as aligned."
     )
+    mcp_servers: list[McpServerRef] = Field(default_factory=list, max_length=10)
+
+    @model_validator(mode="after")
+    def _unique_servers(self) -> AgentDefinition:
+        names = [server.name for server in self.mcp_servers]
+        if len(names) != len(set(names)):
+            raise ValueError("mcp_servers names must be unique")
+        return self
 
 
 class GoalStatus(StrEnum):
@@ -201,6 +236,7 @@ class Option(Model):
 
     action: Item
     messages: list[OutgoingMessage] = Field(default_factory=list, max_length=10)
+    tool_calls: list[ToolCall] = Field(default_factory=list, max_length=10)
 
     @model_validator(mode="before")
     @classmethod
@@ -225,6 +261,7 @@ class ScoredOption(Model):
     goals_advanced: list[Slug] = Field(default_factory=list)
     rank_score: Fraction
     messages: list[OutgoingMessage] = Field(default_factory=list)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class Decision(Model):
@@ -247,5 +284,14 @@ class Decision(Model):
     @property
     def messages(self) -> list[OutgoingMessage]:
         """The messages the chosen option sends (none when the agent declined)."""
-        chosen = next((o for o in self.options if o.action == self.chosen), None)
+        chosen = self._chosen_option()
         return chosen.messages if chosen else []
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The MCP tool calls the chosen option makes (none when the agent declined)."""
+        chosen = self._chosen_option()
+        return chosen.tool_calls if chosen else []
+
+    def _chosen_option(self) -> ScoredOption | None:
+        return next((o for o in self.options if o.action == self.chosen), None)

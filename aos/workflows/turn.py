@@ -116,7 +116,14 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
         step = "turn_act"
         with orchestration_step(context, step, traceparent):
             outcome = yield context.call_activity_with_retry(
-                step, retry, {"agent_id": agent_id, "event": event, "decision": made["decision"]}
+                step,
+                retry,
+                {
+                    "agent_id": agent_id,
+                    "event": event,
+                    "decision": made["decision"],
+                    "definition": grant["snapshot"]["definition"],
+                },
             )
         outcome = {**outcome, "usage": made["usage"]}
         step = "turn_record"
