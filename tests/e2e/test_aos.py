@@ -406,3 +406,41 @@ def test_turn_interrupted_by_a_crash_completes_once(
     )
     assert status["runtimeStatus"] == "Completed", status
     assert status["output"] == {"agent_id": "ceo", "turns": 1, "ended": "idle"}
+
+
+# -- MCP ---------------------------------------------------------------------------------------
+
+
+async def test_a_standard_mcp_client_reads_the_agent_and_adds_a_memory(aos_host: Host) -> None:
+    from mcp import Client
+
+    register(aos_host, CEO)
+    reply = aos_host.request(
+        "POST", "/api/agents/ceo/goals", {"description": "Grow revenue", "goal_id": "revenue"}
+    )
+    assert reply.status == 202
+    wait_for(lambda: agent(aos_host, "ceo")["goals"], "the goal to be added")
+
+    url = f"{aos_host.url}/api/agents/ceo/mcp?code={FUNCTION_KEY}"
+    async with Client(url, cache=None) as client:
+        definition = await client.read_resource("aos://agents/ceo/definition")
+        assert json.loads(definition.contents[0].text)["purpose"] == CEO["purpose"]
+        state = json.loads((await client.read_resource("aos://agents/ceo/state")).contents[0].text)
+        assert [g["goal_id"] for g in state["goals"]] == ["revenue"]
+        saved = await client.call_tool(
+            "remember", {"content": "The board prefers Europe", "memory_id": "board"}
+        )
+        assert not saved.is_error
+
+    assert aos_host.send_events(EVENTS, [board_request("after-mcp")]).status == 201
+    idle(aos_host, "ceo", decisions=1)
+    memories = aos_host.request("GET", "/api/agents/ceo/memories").body["items"]
+    assert [m["memory_id"] for m in memories] == ["board"]
+    from aos.workflows.turn import turn_instance_id
+
+    turn = aos_host.request(
+        "GET",
+        f"/runtime/webhooks/durabletask/instances/{turn_instance_id('ceo', 'after-mcp')}"
+        "?showHistory=true&showHistoryOutput=true",
+    )
+    assert "The board prefers Europe" in turn.text  # the turn loaded the memory
