@@ -241,6 +241,13 @@ async def list_goals(request: ApiRequest, client: Any, store: AgentStore) -> Api
     return ApiResponse(200, {"items": entity["state"]["goals"]})
 
 
+def _page_body(page: Any) -> dict[str, Any]:
+    return {
+        "items": [item.model_dump(mode="json") for item in page.items],
+        "continuation": page.continuation,
+    }
+
+
 async def history(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     await store.registry.get(agent_id)
@@ -249,13 +256,7 @@ async def history(request: ApiRequest, client: Any, store: AgentStore) -> ApiRes
         page_size=request.int_param("page_size", 50),
         continuation=request.params.get("continuation"),
     )
-    return ApiResponse(
-        200,
-        {
-            "items": [item.model_dump(mode="json") for item in page.items],
-            "continuation": page.continuation,
-        },
-    )
+    return ApiResponse(200, _page_body(page))
 
 
 async def memories(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
@@ -266,10 +267,4 @@ async def memories(request: ApiRequest, client: Any, store: AgentStore) -> ApiRe
         page_size=request.int_param("page_size", 50),
         continuation=request.params.get("continuation"),
     )
-    return ApiResponse(
-        200,
-        {
-            "items": [item.model_dump(mode="json") for item in page.items],
-            "continuation": page.continuation,
-        },
-    )
+    return ApiResponse(200, _page_body(page))

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aos.agents.models import EventEnvelope
 from aos.errors import AOSError, ConfigurationError, InvalidInputError
+from aos.identity import async_credential, credential_kind
 from aos.messaging.envelope import to_message, to_service_bus_message
 from aos.messaging.errors import PublishError
 from aos.messaging.local_broker import LocalBroker
@@ -92,12 +93,7 @@ class ServiceBusConnection(BaseModel):
                 "identity-based connection",
                 field=name,
             )
-        kind = (settings.get(f"{name}__credential") or "default").lower()
-        if kind not in ("default", "managedidentity"):
-            raise ConfigurationError(
-                f"setting {name}__credential must be 'managedidentity' or absent, not '{kind}'",
-                field=f"{name}__credential",
-            )
+        kind = credential_kind(settings, name)
         return cls(
             setting=name,
             fully_qualified_namespace=_namespace(namespace),
@@ -159,14 +155,9 @@ class ServiceBusPublisher:
 
     def _identity(self) -> Any:
         if self._credential is None:
-            from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
-
-            if self.connection.credential == "managedidentity":
-                self._credential = ManagedIdentityCredential(client_id=self.connection.client_id)
-            else:
-                self._credential = DefaultAzureCredential(
-                    managed_identity_client_id=self.connection.client_id
-                )
+            self._credential = async_credential(
+                self.connection.credential, self.connection.client_id
+            )
         return self._credential
 
     def messages(self, events: Sequence[EventEnvelope]) -> list[Any]:

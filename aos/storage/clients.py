@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from aos.errors import ConfigurationError
+from aos.identity import async_credential, credential_kind
 from aos.settings import Settings
 
 if TYPE_CHECKING:
@@ -93,12 +94,7 @@ class StorageConnection(BaseModel):
                 "identity-based connection",
                 field=name,
             )
-        kind = (settings.get(f"{name}__credential") or "default").lower()
-        if kind not in ("default", "managedidentity"):
-            raise ConfigurationError(
-                f"setting {name}__credential must be 'managedidentity' or absent, not '{kind}'",
-                field=f"{name}__credential",
-            )
+        kind = credential_kind(settings, name)
         return cls(
             setting=name,
             service_urls=urls,
@@ -158,14 +154,9 @@ class StorageClients:
 
     def _identity(self) -> Any:
         if self._credential is None:
-            from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
-
-            if self.connection.credential == "managedidentity":
-                self._credential = ManagedIdentityCredential(client_id=self.connection.client_id)
-            else:
-                self._credential = DefaultAzureCredential(
-                    managed_identity_client_id=self.connection.client_id
-                )
+            self._credential = async_credential(
+                self.connection.credential, self.connection.client_id
+            )
         return self._credential
 
     async def close(self) -> None:

@@ -87,19 +87,6 @@ class EntityState:
     state: Any = None
 
 
-def _parse_token(value: str | None) -> Any:
-    """The status endpoint's ``ParseToJToken``: JSON when it parses, the raw string otherwise."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return ""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return value
-
-
 def _client_payload(value: Any) -> str | None:
     """What the extension stores for a value the SDK client sent (JSON text sent as a string)."""
     if value is None:
@@ -263,9 +250,9 @@ class DurableEngine:
             "name": record.name,
             "instanceId": record.instance_id,
             "runtimeStatus": record.status.name,
-            "input": _parse_token(record.input) if show_input else None,
-            "customStatus": _parse_token(record.custom_status),
-            "output": _parse_token(record.output),
+            "input": h.parse_json_token(record.input) if show_input else None,
+            "customStatus": h.parse_json_token(record.custom_status),
+            "output": h.parse_json_token(record.output),
             "createdTime": h.format_status_time(record.created_time),
             "lastUpdatedTime": h.format_status_time(record.last_updated_time),
         }
@@ -448,7 +435,7 @@ class DurableEngine:
         record = await self.store.get_entity(entity_id(entity_name, entity_key))
         if record is None or not record.exists:
             return EntityState(False)
-        return EntityState(True, _parse_token(record.state))
+        return EntityState(True, h.parse_json_token(record.state))
 
     # -- message plumbing ------------------------------------------------------------------------
 

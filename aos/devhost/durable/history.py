@@ -253,7 +253,8 @@ def replayed(events: list[dict]) -> list[dict]:
 # -- the status endpoint's view of history (DurableClient.GetDurableOrchestrationStatusAsync) ---
 
 
-def _parse_json_token(value: Any) -> Any:
+def parse_json_token(value: Any) -> Any:
+    """The extension's ``ParseToJToken``: JSON when the text parses, the text itself otherwise."""
     import json
 
     if value is None:
@@ -266,7 +267,7 @@ def _parse_json_token(value: Any) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        return text
+        return value
 
 
 def status_history(events: list[dict], *, show_output: bool, show_input: bool) -> list[dict]:
@@ -311,7 +312,7 @@ def status_history(events: list[dict], *, show_output: bool, show_input: bool) -
             if is_completion and not show_output:
                 item.pop("Result", None)
             elif is_completion:
-                item["Result"] = _parse_json_token(item.get("Result"))
+                item["Result"] = parse_json_token(item.get("Result"))
         elif kind == EventType.ExecutionStarted:
             item["FunctionName"] = item.pop("Name", None)
             for key in ("OrchestrationInstance", "ParentInstance", "Version", "Tags"):
@@ -322,7 +323,7 @@ def status_history(events: list[dict], *, show_output: bool, show_input: bool) -
                     item.get("OrchestrationStatus")
                 ).name
             if show_output:
-                item["Result"] = _parse_json_token(item.get("Result"))
+                item["Result"] = parse_json_token(item.get("Result"))
             else:
                 item.pop("Result", None)
         elif kind == EventType.TimerFired:
