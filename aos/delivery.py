@@ -11,9 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from aos.agents.entity import ENTITY_NAME
+from aos.agents.entity import ENTITY_NAME, MAX_PENDING_EVENTS
 from aos.agents.models import EventEnvelope, utcnow
 from aos.agents.routing import route_event
+from aos.errors import BusyError, InvalidInputError
 from aos.storage.store import AgentStore
 from aos.workflows.multi import WORKFLOWS, orchestrator_name
 from aos.workflows.turn import ORCHESTRATOR, turn_instance_id
@@ -23,12 +24,15 @@ logger = logging.getLogger(__name__)
 WORKFLOW_EVENT_TYPE = "aos.workflow.start"
 # A turn instance in one of these states still has the event in hand (or finished it).
 _LIVE_OR_DONE = {"Pending", "Running", "ContinuedAsNew", "Completed"}
+# A turn held by an instance in one of these states will never be committed.
+_GONE = {None, "Failed", "Terminated", "Completed"}
 
 
 class Delivery(BaseModel):
     agent_id: str
     instance_id: str
     started: bool
+    duplicate: bool = False
 
 
 async def deliver(
@@ -46,11 +50,49 @@ async def deliver(
         logger.info("event %s (%s) is for no registered agent", event.id, event.type)
     deliveries = []
     for agent_id in targets:
-        await store.context.append_event(agent_id, event)  # kept before anything else happens
-        payload = {"event": event.model_dump(mode="json"), "now": utcnow().isoformat()}
-        await client.signal_entity(df.EntityId(ENTITY_NAME, agent_id), "enqueue", payload)
+        entity = df.EntityId(ENTITY_NAME, agent_id)
+        now = utcnow().isoformat()
+        if not await store.context.append_event(agent_id, event):  # kept before anything else
+            stored = await store.context.get_event(agent_id, event.id)
+            if stored.outcome is not None:  # its turn is done, however long ago: one effect
+                await client.signal_entity(entity, "count_duplicate", {"now": now})
+                instance_id = turn_instance_id(agent_id, event.id)
+                deliveries.append(
+                    Delivery(
+                        agent_id=agent_id, instance_id=instance_id, started=False, duplicate=True
+                    )
+                )
+                continue
+        await _make_room(client, entity, agent_id)
+        payload = {"event": event.model_dump(mode="json"), "now": now}
+        await client.signal_entity(entity, "enqueue", payload)
         deliveries.append(await ensure_turn(client, agent_id, event))
     return deliveries
+
+
+async def _make_room(client: Any, entity: Any, agent_id: str) -> None:
+    """Refuse (so the message is retried later) when the agent's queue is full, and release a
+    turn whose orchestration is gone (failed or terminated) so the agent is not wedged."""
+    response = await client.read_entity_state(entity)
+    state = response.entity_state if response.entity_exists else None
+    if not state:
+        return
+    if len(state.get("queue", [])) >= MAX_PENDING_EVENTS:
+        raise BusyError(
+            f"agent '{agent_id}' already has {MAX_PENDING_EVENTS} events waiting; "
+            "deliver this one again later",
+            field="agent_id",
+        )
+    turn = state.get("turn")
+    if turn:
+        holder = await client.get_status(turn["instance_id"])
+        runtime_status = getattr(getattr(holder, "runtime_status", None), "value", None)
+        if runtime_status in _GONE:
+            await client.signal_entity(
+                entity,
+                "release_turn",
+                {"instance_id": turn["instance_id"], "now": utcnow().isoformat()},
+            )
 
 
 async def ensure_turn(client: Any, agent_id: str, event: EventEnvelope | None) -> Delivery:
@@ -91,8 +133,6 @@ def workflow_start(event: EventEnvelope) -> tuple[str, str, dict[str, Any]] | No
     data = event.data if isinstance(event.data, dict) else {}
     name = data.get("workflow")
     if name not in WORKFLOWS:
-        from aos.errors import InvalidInputError
-
         raise InvalidInputError(
             f"data.workflow must be one of {', '.join(WORKFLOWS)}, not {name!r}",
             field="data.workflow",

@@ -44,6 +44,12 @@ class ConcurrencyError(AOSError):
     code = "concurrency_conflict"
 
 
+class BusyError(AOSError):
+    """At capacity for now (e.g. an agent's queue is full): try again later."""
+
+    code = "busy"
+
+
 class InvalidTransitionError(AOSError):
     """A lifecycle change that the agent's current state does not allow."""
 

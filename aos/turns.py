@@ -71,10 +71,15 @@ class TurnDecision(Model):
 
 
 async def decide_turn(
-    settings: Settings, store: AgentStore, snapshot: Snapshot, event: EventEnvelope
+    settings: Settings,
+    store: AgentStore,
+    snapshot: Snapshot,
+    event: EventEnvelope,
+    recalled: TurnContext | None = None,
 ) -> TurnDecision:
     """The agent's decision about an event: with its model when inference is configured (see
-    aos.inference), else with the deterministic scorer. A dead endpoint defers the event."""
+    aos.inference), else with the deterministic scorer. What the agent recalled (its latest
+    history and memories) joins the situation the model reads. A dead endpoint defers."""
     from aos.inference.decisions import decide_for_turn
 
     agent_id = snapshot.definition.agent_id
@@ -82,6 +87,10 @@ async def decide_turn(
         context = context_from_event(event)
         if context is None:
             return TurnDecision()
+        if recalled is not None:
+            context = context.model_copy(
+                update={"situation": with_recall(context.situation, recalled)}
+            )
         made = await decide_for_turn(
             settings,
             store.clients,
@@ -94,6 +103,19 @@ async def decide_turn(
         if made.endpoint_unavailable:
             return TurnDecision(usage=usage, defer=made.fallback_reason or "inference unavailable")
         return TurnDecision(decision=made.decision, usage=usage)
+
+
+def with_recall(situation: str, recalled: TurnContext, limit: int = 4000) -> str:
+    """The situation followed by what the agent remembers, within the situation's size limit."""
+    lines = [f"- {m['excerpt']}" for m in recalled.memories]
+    lines += [
+        f"- earlier: {e['type']} ({e['id']}) -> {e.get('chosen') or e.get('outcome')}"
+        for e in recalled.recent_events
+    ]
+    if not lines:
+        return situation
+    text = f"{situation}\n\nWhat you remember:\n" + "\n".join(lines)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def outgoing_messages(

@@ -44,12 +44,13 @@ async def turn_load_context(payload: dict[str, Any]) -> dict[str, Any]:
 async def turn_decide(payload: dict[str, Any]) -> dict[str, Any]:
     from aos.agents.entity import Snapshot
     from aos.runtime import agent_store, settings
-    from aos.turns import decide_turn, full_event
+    from aos.turns import TurnContext, decide_turn, full_event
 
     store = agent_store()
     snapshot = Snapshot.model_validate(payload["snapshot"])
     event = await full_event(store, snapshot.definition.agent_id, payload["event"])
-    made = await decide_turn(settings(), store, snapshot, event)
+    recalled = TurnContext.model_validate(payload["context"]) if payload.get("context") else None
+    made = await decide_turn(settings(), store, snapshot, event, recalled)
     return made.model_dump(mode="json")
 
 

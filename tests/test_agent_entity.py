@@ -148,7 +148,7 @@ def test_a_failed_turn_is_recorded_and_does_not_wedge_the_agent(agent: Agent) ->
 def test_a_lost_turn_is_taken_over_after_the_lease(agent: Agent) -> None:
     begin(agent, "turn-lost", event("e-1"))
     assert begin(agent, "turn-2", event("e-2"), at=60)["status"] == "busy"
-    late = int(TURN_LEASE.total_seconds()) + 1
+    late = int(TURN_LEASE.total_seconds()) + 1  # a last resort: deliveries release dead turns
     taken = begin(agent, "turn-2", event("e-2"), at=late)
     assert taken["status"] == "granted"
     assert taken["event"]["id"] == "e-1"  # the lost turn's event is not lost
@@ -176,11 +176,25 @@ def test_retired_agent_takes_no_events(agent: Agent) -> None:
         agent.op("resume")
 
 
-def test_queue_is_bounded(agent: Agent) -> None:
+def test_queue_is_bounded_without_failing_the_operation(agent: Agent) -> None:
     for n in range(MAX_PENDING_EVENTS):
         agent.op("enqueue", {"event": event(f"e-{n}")})
-    with pytest.raises(InvalidInputError, match="retry later"):
-        agent.op("enqueue", {"event": event("one-too-many")})
+    refused = agent.op("enqueue", {"event": event("one-too-many")})
+    assert refused == {"accepted": False, "reason": "the queue is full"}
+    assert len(agent.state["queue"]) == MAX_PENDING_EVENTS
+
+
+def test_a_turn_held_by_a_gone_orchestration_is_released(agent: Agent) -> None:
+    begin(agent, "turn-dead", event("e-1"))
+    assert agent.op("release_turn", {"instance_id": "someone-else"}) == {"released": False}
+    assert agent.op("release_turn", {"instance_id": "turn-dead"}) == {"released": True}
+    again = begin(agent, "turn-new", None)
+    assert again["status"] == "granted"
+    assert again["event"]["id"] == "e-1"  # the event was kept
+
+
+def test_a_duplicate_found_by_the_delivery_is_counted(agent: Agent) -> None:
+    assert agent.op("count_duplicate", {})["duplicates_dropped"] == 1
 
 
 def test_goals(agent: Agent) -> None:

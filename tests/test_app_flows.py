@@ -738,9 +738,13 @@ async def lorax(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
 
 
 async def test_the_turns_decision_comes_from_the_agents_adapter(app: App, lorax: Any) -> None:
+    from aos.runtime import agent_store
+    from aos.storage.context import Memory
+
     lorax.texts(judgement(1, 0.1, 0.95))
     await app.register({**CEO, "adapter_name": "ceo"})
     await app.settle()
+    await agent_store().context.remember("ceo", Memory(content="The board prefers Europe"))
     reply = await app.post_event("ceo", board_request("e-1"))
     await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=30)
     await app.settle()
@@ -748,6 +752,7 @@ async def test_the_turns_decision_comes_from_the_agents_adapter(app: App, lorax:
     (request,) = lorax.requests
     assert request.path == "/generate"
     assert request.body["parameters"]["adapter_id"] == "acme/ceo-lora"
+    assert "The board prefers Europe" in request.body["inputs"]  # what the agent recalled
     history = await app.call(
         "agent_history", "GET", "agents/ceo/history", route={"agent_id": "ceo"}
     )
@@ -928,3 +933,37 @@ def test_mcp_server_refs_are_validated() -> None:
             purpose="p",
             mcp_servers=[{"name": "x", "url": "http://a"}, {"name": "x", "url": "http://b"}],
         )
+
+
+async def test_a_redelivery_long_after_its_turn_has_one_effect(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("aos.agents.state.PROCESSED_EVENTS_WINDOW", 1)
+    await app.register(CEO)
+    await app.settle()
+    for event_id in ("old", "newer"):
+        await app.post_event("ceo", board_request(event_id))
+        await app.settle()
+    again = await app.post_event("ceo", board_request("old"))  # out of the id window by now
+    await app.settle()
+    assert again.body["turn"]["duplicate"] is True
+    agent = await app.agent("ceo")
+    assert agent["counters"]["decisions"] == 2
+    assert agent["counters"]["duplicates_dropped"] == 1
+    assert agent["pending_events"] == []
+
+
+async def test_a_full_queue_refuses_with_retry_later(app: App) -> None:
+    from aos.agents.entity import MAX_PENDING_EVENTS
+
+    await app.register(CEO)
+    await app.settle()
+    await app.call("pause_agent", "POST", "agents/ceo/pause", route={"agent_id": "ceo"})
+    await app.settle()
+    for n in range(MAX_PENDING_EVENTS):
+        assert (await app.post_event("ceo", board_request(f"e-{n}"))).status == 202
+        await app.settle()
+    refused = await app.post_event("ceo", board_request("one-too-many"))
+    assert refused.status == 503
+    assert refused.headers["Retry-After"] == "30"
+    assert refused.body["error"]["code"] == "busy"

@@ -68,10 +68,9 @@ async def test_activity_span_is_a_child_of_the_event(spans: InMemorySpanExporter
 def test_orchestration_step_spans_once_not_on_replay(spans: InMemorySpanExporter) -> None:
     live = SimpleNamespace(is_replaying=False, instance_id="i-1")
     replay = SimpleNamespace(is_replaying=True, instance_id="i-1")
-    with orchestration_step(live, "turn_decide", PARENT):
-        pass
-    with orchestration_step(replay, "turn_decide", PARENT):
-        pass
+    orchestration_step(live, "turn_decide", PARENT)
+    orchestration_step(replay, "turn_decide", PARENT)
     (finished,) = spans.get_finished_spans()
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left open behind
     assert finished.name == "orchestration turn_decide"
     assert finished.attributes["aos.instance_id"] == "i-1"

@@ -32,9 +32,10 @@ MAX_PENDING_EVENTS = 32
 # so the entity's state stays small: at most about MAX_PENDING_EVENTS x INLINE_EVENT_BYTES.
 INLINE_EVENT_BYTES = 4096
 DATA_REF = "aosdataref"
-# A turn that has not committed for this long is presumed lost (its orchestration died) and the
-# next delivery takes it over, so an agent can never stay wedged.
-TURN_LEASE = timedelta(minutes=15)
+# A delivery releases a turn whose orchestration it finds failed or terminated. As a last resort
+# a turn not committed for this long is taken over by the next delivery (long enough that a
+# holder delayed by an outage or slow inference is not overtaken while it is still alive).
+TURN_LEASE = timedelta(hours=6)
 
 
 class PendingEvent(Model):
@@ -140,11 +141,9 @@ def _enqueue(
             entity.state.counters.duplicates_dropped += 1
         return False, reason
     if len(entity.queue) >= MAX_PENDING_EVENTS:
-        raise InvalidInputError(
-            f"agent '{entity.definition.agent_id}' already has {MAX_PENDING_EVENTS} events "
-            "waiting; retry later",
-            field="event",
-        )
+        # Deliveries check for room first (aos.delivery); one that raced past the check is
+        # refused here rather than failing the operation, and stays in the agent's history.
+        return False, "the queue is full"
     entity.arrivals += 1
     entity.queue.append(
         PendingEvent(event=compact(event), enqueued_at=now, arrival=entity.arrivals)
@@ -309,6 +308,24 @@ def commit_turn(entity: AgentEntityState | None, payload: Any, key: str) -> tupl
     return entity, _grant(entity, outcome.instance_id, now).model_dump(mode="json")
 
 
+def count_duplicate(entity: AgentEntityState | None, payload: Any, key: str) -> tuple[Any, Any]:
+    """A delivery found the event already handled (perhaps long ago, outside the id window)."""
+    entity = _require(entity, key)
+    entity.state.counters.duplicates_dropped += 1
+    return entity, {"duplicates_dropped": entity.state.counters.duplicates_dropped}
+
+
+def release_turn(entity: AgentEntityState | None, payload: Any, key: str) -> tuple[Any, Any]:
+    """Free the turn held by an orchestration that is gone; its event stays at the queue head."""
+    entity = _require(entity, key)
+    if entity.turn is not None and entity.turn.instance_id == payload["instance_id"]:
+        entity.turn = None
+        if entity.state.lifecycle is Lifecycle.AWAKE:
+            entity.state.transition(Lifecycle.SLEEPING, _now(payload))
+        return entity, {"released": True}
+    return entity, {"released": False}
+
+
 def add_goal(entity: AgentEntityState | None, payload: Any, key: str) -> tuple[Any, Any]:
     entity = _require(entity, key)
     goal = entity.state.add_goal(payload["description"], _now(payload), payload.get("goal_id"))
@@ -343,6 +360,8 @@ OPERATIONS: dict[str, Op] = {
     "snapshot": snapshot,
     "update_definition": update_definition,
     "enqueue": enqueue,
+    "count_duplicate": count_duplicate,
+    "release_turn": release_turn,
     "begin_turn": begin_turn,
     "commit_turn": commit_turn,
     "add_goal": add_goal,

@@ -17,6 +17,7 @@ from aos.agents.models import MAX_ID_LENGTH
 from aos.errors import (
     AlreadyExistsError,
     AOSError,
+    BusyError,
     ConcurrencyError,
     ConfigurationError,
     InvalidInputError,
@@ -36,6 +37,7 @@ _STATUS: list[tuple[type[AOSError], int]] = [
     (InvalidTransitionError, 409),
     (ConcurrencyError, 412),
     (ConfigurationError, 503),
+    (BusyError, 503),
     (AOSError, 400),
 ]
 
@@ -129,10 +131,11 @@ def error_response(exc: Exception) -> ApiResponse:
         status = next(code for kind, code in _STATUS if isinstance(exc, kind))
         if isinstance(exc, PayloadTooLargeError):
             status = 413
+        headers = {"Retry-After": "30"} if isinstance(exc, BusyError) else {}
         error: dict[str, Any] = {"code": exc.code, "message": exc.message}
         if exc.field:
             error["field"] = exc.field
-        return ApiResponse(status, {"error": error})
+        return ApiResponse(status, {"error": error}, headers)
     logger.exception("unexpected error in the admin API")
     return ApiResponse(
         500, {"error": {"code": "internal_error", "message": "internal error; see the app's logs"}}

@@ -45,8 +45,13 @@ def _status_body(status: Any) -> dict[str, Any]:
 
 
 async def _status(client: Any, instance_id: str) -> Any:
+    """A workflow's status; other Durable instances (turns, entities) are not workflows."""
     status = await client.get_status(instance_id)
-    if status is None or status.runtime_status is None:
+    if (
+        status is None
+        or status.runtime_status is None
+        or not (status.name or "").startswith(orchestrator_name(""))
+    ):
         raise NotFoundError(f"no workflow instance '{instance_id}'", field="instance_id")
     return status
 

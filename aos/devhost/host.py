@@ -142,7 +142,8 @@ class LocalHost:
     async def _serve_http(self, request: web.Request) -> web.StreamResponse:
         import azure.functions as func
 
-        match = find_route(self.routes, request.method, request.path)
+        # The raw (still percent-encoded) path: route parameters are decoded once, by the match.
+        match = find_route(self.routes, request.method, request.raw_path.split("?", 1)[0])
         if match is None:
             return web.json_response({"error": "no function serves this route"}, status=404)
         route, route_params = match

@@ -105,12 +105,14 @@ class ServiceBusPump:
         *,
         lock_duration: float = 60.0,
         batch: int = 8,
+        max_wait: float = 0.2,
     ) -> None:
         self.subscriptions = subscriptions
         self._receiver_for = receiver_for
         self._call = call
         self.lock_duration = lock_duration
         self.batch = batch
+        self.max_wait = max_wait
         self._receivers: dict[str, Any] = {}
 
     def _receiver(self, subscription: Subscription) -> Any:
@@ -120,26 +122,32 @@ class ServiceBusPump:
 
     async def run_once(self) -> int:
         """Receive and handle what is waiting now, on every subscription; returns the count."""
-        handled = 0
-        for subscription in self.subscriptions:
-            receiver = self._receiver(subscription)
-            messages = await receiver.receive_messages(max_message_count=self.batch)
-            results = await asyncio.gather(
-                *(self._handle(subscription, receiver, m) for m in messages)
-            )
-            handled += sum(results)
-        return handled
+        counts = [await self._receive_once(s) for s in self.subscriptions]
+        return sum(counts)
 
     async def run(self, stop: asyncio.Event, idle_wait: float = 0.5) -> None:
+        """One loop per subscription, as the Functions host runs a listener per trigger."""
+        await asyncio.gather(*(self._listen(s, stop, idle_wait) for s in self.subscriptions))
+
+    async def _listen(self, subscription: Subscription, stop: asyncio.Event, idle: float) -> None:
         while not stop.is_set():
             try:
-                handled = await self.run_once()
+                handled = await self._receive_once(subscription)
             except Exception:
-                logger.exception("receiving Service Bus messages failed; retrying")
+                logger.exception("receiving from %s failed; retrying", subscription.source)
                 handled = 0
             if not handled:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), idle_wait)
+                    await asyncio.wait_for(stop.wait(), idle)
+
+    async def _receive_once(self, subscription: Subscription) -> int:
+        receiver = self._receiver(subscription)
+        # A bounded wait: a real namespace's receiver otherwise waits up to 60 s when idle.
+        messages = await receiver.receive_messages(
+            max_message_count=self.batch, max_wait_time=self.max_wait
+        )
+        results = await asyncio.gather(*(self._handle(subscription, receiver, m) for m in messages))
+        return sum(results)
 
     async def _handle(self, subscription: Subscription, receiver: Any, message: Any) -> bool:
         function = subscription.function
@@ -157,7 +165,8 @@ class ServiceBusPump:
             renewer.cancel()
             await receiver.abandon_message(message)
             return True
-        renewer.cancel()
+        finally:
+            renewer.cancel()  # also when the host stops mid-call
         await receiver.complete_message(message)
         return True
 

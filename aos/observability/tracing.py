@@ -40,14 +40,12 @@ def current_traceparent() -> str | None:
     return carrier.get("traceparent")
 
 
-@contextmanager
-def orchestration_step(
-    context: Any, name: str, traceparent: str | None
-) -> Iterator[trace.Span | None]:
-    """A span for an orchestration step, emitted once: not again when the step is replayed."""
+def orchestration_step(context: Any, name: str, traceparent: str | None) -> None:
+    """Record that an orchestration reached a step: a span emitted once (not again on replay)
+    and ended at once, because an orchestrator suspends at every step and a span held open
+    across that suspension would leak into whatever the thread runs next."""
     if getattr(context, "is_replaying", False):
-        yield None
         return
     attributes = {"aos.instance_id": context.instance_id, "aos.step": name}
-    with span(f"orchestration {name}", traceparent, attributes) as current:
-        yield current
+    with span(f"orchestration {name}", traceparent, attributes):
+        pass

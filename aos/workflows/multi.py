@@ -237,12 +237,14 @@ def heartbeat(context: Any) -> Generator[Any, Any, Any]:
         "time": fire_at.isoformat(),
         "data": {"beat": request.done + 1},
     }
-    yield context.call_sub_orchestrator(
+    turn = yield context.call_sub_orchestrator(
         TURN_ORCHESTRATOR,
         {"agent_id": request.agent_id, "event": event},
         turn_instance_id(request.agent_id, event_id),
     )
     done = request.done + 1
+    if (turn or {}).get("ended") == "retired":
+        return {"status": "agent_retired", "beats": done}
     if request.iterations is not None and done >= request.iterations:
         return {"status": "completed", "beats": done}
     context.continue_as_new({**request.model_dump(mode="json"), "done": done})

@@ -54,16 +54,16 @@ def agent_turn(context: Any) -> Generator[Any, Any, Any]:
     grant = payload.get("grant")
     if grant is None:
         event = payload.get("event")
-        with orchestration_step(context, "begin_turn", (event or {}).get("traceparent")):
-            grant = yield context.call_entity(
-                entity,
-                "begin_turn",
-                {
-                    "instance_id": context.instance_id,
-                    "event": event,
-                    "now": context.current_utc_datetime.isoformat(),
-                },
-            )
+        orchestration_step(context, "begin_turn", (event or {}).get("traceparent"))
+        grant = yield context.call_entity(
+            entity,
+            "begin_turn",
+            {
+                "instance_id": context.instance_id,
+                "event": event,
+                "now": context.current_utc_datetime.isoformat(),
+            },
+        )
     while grant["status"] == "granted":
         outcome = yield from run_turn(context, agent_id, grant)
         summary = {
@@ -77,8 +77,8 @@ def agent_turn(context: Any) -> Generator[Any, Any, Any]:
             "usage": outcome.get("usage"),
             "now": context.current_utc_datetime.isoformat(),
         }
-        with orchestration_step(context, "commit_turn", grant["event"].get("traceparent")):
-            grant = yield context.call_entity(entity, "commit_turn", summary)
+        orchestration_step(context, "commit_turn", grant["event"].get("traceparent"))
+        grant = yield context.call_entity(entity, "commit_turn", summary)
         if grant["status"] == "deferred":
             # The event waits at the head of the queue; try again after a pause, as a fresh
             # execution (a delivery in the meantime may take the turn first: then this one ends).
@@ -101,39 +101,46 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
     traceparent = event.get("traceparent")
     retry = _retry()
     step = "turn_load_context"
+    usage: dict[str, int] = {}
     try:
-        with orchestration_step(context, step, traceparent):
-            recalled = yield context.call_activity_with_retry(
-                step, retry, {"agent_id": agent_id, "event": event}
-            )
+        orchestration_step(context, step, traceparent)
+        recalled = yield context.call_activity_with_retry(
+            step, retry, {"agent_id": agent_id, "event": event}
+        )
         step = "turn_decide"
-        with orchestration_step(context, step, traceparent):
-            made = yield context.call_activity_with_retry(
-                step, retry, {"snapshot": grant["snapshot"], "event": event, "context": recalled}
-            )
+        orchestration_step(context, step, traceparent)
+        made = yield context.call_activity_with_retry(
+            step, retry, {"snapshot": grant["snapshot"], "event": event, "context": recalled}
+        )
+        usage = made["usage"]
         if made["defer"]:
-            return {"status": "deferred", "error": made["defer"], "usage": made["usage"]}
+            return {"status": "deferred", "error": made["defer"], "usage": usage}
         step = "turn_act"
-        with orchestration_step(context, step, traceparent):
-            outcome = yield context.call_activity_with_retry(
-                step,
-                retry,
-                {
-                    "agent_id": agent_id,
-                    "event": event,
-                    "decision": made["decision"],
-                    "definition": grant["snapshot"]["definition"],
-                },
-            )
-        outcome = {**outcome, "usage": made["usage"]}
+        orchestration_step(context, step, traceparent)
+        outcome = yield context.call_activity_with_retry(
+            step,
+            retry,
+            {
+                "agent_id": agent_id,
+                "event": event,
+                "decision": made["decision"],
+                "definition": grant["snapshot"]["definition"],
+            },
+        )
+        outcome = {**outcome, "usage": usage}
         step = "turn_record"
-        with orchestration_step(context, step, traceparent):
-            yield context.call_activity_with_retry(
-                step, retry, {"agent_id": agent_id, "event": event, "outcome": outcome}
-            )
+        orchestration_step(context, step, traceparent)
+        yield context.call_activity_with_retry(
+            step, retry, {"agent_id": agent_id, "event": event, "outcome": outcome}
+        )
         return outcome
     except Exception as exc:  # the activity failed every attempt
-        outcome = {"status": "failed", "failed_step": step, "error": str(exc)[:1000]}
+        outcome = {
+            "status": "failed",
+            "failed_step": step,
+            "error": str(exc)[:1000],
+            "usage": usage,  # what the model cost before the failure still counts
+        }
         if step != "turn_record":
             # Best effort: the failure is committed to the entity whatever happens here.
             with contextlib.suppress(Exception):
