@@ -687,6 +687,12 @@ async def test_error_answers(app: App) -> None:
         await app.call("resume_agent", "POST", "agents/ceo/resume", route=ceo),
         409, "invalid_transition", "lifecycle",
     )  # fmt: skip
+    await expect(
+        await app.call(
+            "add_goal", "POST", "agents/ceo/goals", {"description": "Too late"}, route=ceo
+        ),
+        409, "invalid_transition", "lifecycle",
+    )  # fmt: skip
 
 
 async def test_update_with_the_current_etag(app: App) -> None:

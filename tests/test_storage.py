@@ -231,3 +231,19 @@ async def test_failed_index_write_leaves_no_blob_behind(
     assert [b.name async for b in container.list_blobs()] == []
     assert (await context.list_events("ceo")).items == []
     assert await context.append_event("ceo", event("big", big)) is True
+
+
+async def test_a_later_outcome_replaces_an_earlier_one_of_any_size(
+    context: ContextStore, clients: StorageClients
+) -> None:
+    await context.append_event("ceo", event("e-1"))
+    large = {"notes": "n" * (MAX_INLINE_CHARS + 10)}
+    await context.record_outcome("ceo", "e-1", {"status": "small"})
+    await context.record_outcome("ceo", "e-1", large)
+    assert (await context.get_event("ceo", "e-1")).outcome == large
+    await context.record_outcome("ceo", "e-1", large)  # a retry: still one blob
+    await context.record_outcome("ceo", "e-1", {"status": "small again"})
+
+    assert (await context.get_event("ceo", "e-1")).outcome == {"status": "small again"}
+    container = clients.blobs().get_container_client(context._bodies.name)
+    assert [b.name async for b in container.list_blobs()] == []

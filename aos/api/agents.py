@@ -22,10 +22,15 @@ from aos.agents.models import (
     Slug,
     utcnow,
 )
-from aos.agents.state import AgentState, Lifecycle
+from aos.agents.state import MAX_GOALS, AgentState, Lifecycle
 from aos.api.http import ApiRequest, ApiResponse
 from aos.delivery import deliver, ensure_turn
-from aos.errors import InvalidInputError, InvalidTransitionError, NotFoundError
+from aos.errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    InvalidTransitionError,
+    NotFoundError,
+)
 from aos.storage.store import AgentStore
 
 
@@ -173,14 +178,29 @@ async def change_lifecycle(
         probe = AgentState(agent_id=agent_id, lifecycle=current)
         if not probe.can_transition(target):
             raise InvalidTransitionError(current.value, target.value)
+    # The registry's copy (for listing by lifecycle) first: if it cannot be written, nothing is.
+    await _record_lifecycle(store, agent_id, target)
     await client.signal_entity(_entity(agent_id), operation, {"now": utcnow().isoformat()})
-    record = await store.registry.get(agent_id)
-    record.state.lifecycle = target
-    await store.registry.save(record)
     body: dict[str, Any] = {"agent_id": agent_id, "lifecycle": target.value}
     if target is Lifecycle.SLEEPING and entity["queue"]:
         body["drain"] = (await ensure_turn(client, agent_id, None)).model_dump()
     return ApiResponse(202, body)
+
+
+async def _record_lifecycle(store: AgentStore, agent_id: str, target: Lifecycle) -> None:
+    """Set the registry's lifecycle (its coarse copy: paused, sleeping, retired), re-reading on
+    a concurrent change."""
+    from aos.errors import ConcurrencyError
+
+    for _ in range(5):
+        record = await store.registry.get(agent_id)
+        record.state.lifecycle = target
+        try:
+            await store.registry.save(record)
+            return
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError(f"agent '{agent_id}' kept changing; retry", field="agent_id")
 
 
 async def post_event(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
@@ -208,7 +228,14 @@ async def post_event(request: ApiRequest, client: Any, store: AgentStore) -> Api
 async def add_goal(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     goal = request.json(NewGoal)
-    await _entity_state(client, agent_id)
+    state = (await _entity_state(client, agent_id))["state"]
+    if state["lifecycle"] == Lifecycle.RETIRED:
+        raise InvalidTransitionError(Lifecycle.RETIRED.value, "a new goal")
+    if len(state["goals"]) >= MAX_GOALS:
+        raise AlreadyExistsError(
+            f"agent '{agent_id}' already has {MAX_GOALS} goals, the most it may hold",
+            field="goals",
+        )
     goal_id = goal.goal_id or f"g-{uuid4().hex[:12]}"
     await client.signal_entity(
         _entity(agent_id),

@@ -162,23 +162,22 @@ class ContextStore:
         return await self._stored_event(entity)
 
     async def record_outcome(self, agent_id: Slug, event_id: str, outcome: dict[str, Any]) -> None:
-        """Attach what came of an event (decision, actions, errors). Repeating it is harmless."""
+        """Attach what came of an event (decision, actions, errors), replacing any earlier
+        outcome. Repeating it is harmless; a large outcome always has the same blob name."""
         from azure.data.tables import UpdateMode
 
         table = await self._tables.get(self.events_table)
         with storage_errors(f"event '{event_id}' of agent '{agent_id}'", field="event_id"):
             index = await table.get_entity(agent_id, f"e_{_key(event_id)}")
-            timeline = index["timeline"]
+            row = dict(await table.get_entity(agent_id, index["timeline"]))
+            earlier_blob = row.pop("outcome_blob", None)
+            row.pop("outcome", None)
             props = await self._bodies.store(
-                "outcome", dumps(outcome), f"{agent_id}/outcomes/{timeline}-{uuid4().hex[:8]}.json"
+                "outcome", dumps(outcome), f"{agent_id}/outcomes/{index['timeline']}.json"
             )
-            try:
-                await table.update_entity(
-                    {"PartitionKey": agent_id, "RowKey": timeline, **props}, mode=UpdateMode.MERGE
-                )
-            except BaseException:
-                await self._bodies.discard(props, "outcome")
-                raise
+            await table.update_entity({**row, **props}, mode=UpdateMode.REPLACE)
+            if earlier_blob and earlier_blob != props.get("outcome_blob"):
+                await self._bodies.discard({"outcome_blob": earlier_blob}, "outcome")
 
     async def list_events(
         self, agent_id: Slug, *, page_size: int = 50, continuation: str | None = None
