@@ -217,3 +217,11 @@ def test_concurrent_redelivery_counts_as_a_duplicate_but_the_turns_own_copy_does
     commit(agent, "turn-1", "e-1")
     counters = agent.state["state"]["counters"]
     assert (counters["events_received"], counters["duplicates_dropped"]) == (1, 1)
+
+
+def test_definition_updates_arriving_out_of_order_keep_the_newest(agent: Agent) -> None:
+    newer = {"definition": {**DEFINITION, "purpose": "Newer"}, "revision": now(20)}
+    older = {"definition": {**DEFINITION, "purpose": "Older"}, "revision": now(10)}
+    assert agent.op("update_definition", newer) == {"updated": True}
+    assert agent.op("update_definition", older)["updated"] is False
+    assert agent.state["definition"]["purpose"] == "Newer"

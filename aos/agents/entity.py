@@ -78,6 +78,7 @@ class AgentEntityState(Model):
     turns_failed: int = 0
     last_failure: TurnFailure | None = None
     turns_deferred: int = 0
+    definition_revision: AwareDatetime | None = None
 
 
 class Snapshot(Model):
@@ -235,7 +236,12 @@ def update_definition(entity: AgentEntityState | None, payload: Any, key: str) -
     definition = AgentDefinition.model_validate(payload["definition"])
     if definition.agent_id != key:
         raise InvalidInputError("agent_id cannot change", field="agent_id")
+    # Signals may arrive out of order: an update older than the one applied is dropped.
+    revision = datetime.fromisoformat(payload["revision"]) if payload.get("revision") else None
+    if revision and entity.definition_revision and revision <= entity.definition_revision:
+        return entity, {"updated": False, "reason": "a newer definition is already applied"}
     entity.definition = definition
+    entity.definition_revision = revision or entity.definition_revision
     return entity, {"updated": True}
 
 

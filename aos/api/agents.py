@@ -156,7 +156,12 @@ async def update_agent(request: ApiRequest, client: Any, store: AgentStore) -> A
         )
     saved = await store.registry.save(record.model_copy(update={"definition": definition}))
     await client.signal_entity(
-        _entity(agent_id), "update_definition", {"definition": definition.model_dump(mode="json")}
+        _entity(agent_id),
+        "update_definition",
+        {
+            "definition": definition.model_dump(mode="json"),
+            "revision": saved.updated_at.isoformat(),  # the registry's order of updates
+        },
     )
     return ApiResponse(
         200,
