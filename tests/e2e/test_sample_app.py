@@ -132,3 +132,13 @@ def test_host_stops_cleanly_and_resumes_on_restart(sample_host: Host) -> None:
     reply = sample_host.request("GET", check_status["statusQueryGetUri"], key=None)
     assert reply.body["output"] == ["Hello Tokyo", "Hello Seattle", "Hello London"]
     assert sample_host.request("GET", "/api/entityreadvalue").text == "1"
+
+
+def test_timer_trigger_fires_on_its_schedule(sample_host: Host) -> None:
+    ticks = "/runtime/webhooks/durabletask/entities/Counter/ticks"
+
+    def count() -> int:
+        reply = sample_host.request("GET", ticks, key=None)
+        return reply.body if reply.status == 200 else 0
+
+    wait_for(lambda: count() >= 2, "the timer to fire at least twice")

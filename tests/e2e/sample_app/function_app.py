@@ -158,3 +158,12 @@ def Escalate(escalation):
 @myApp.route(route="maintenance", auth_level=func.AuthLevel.ADMIN)
 def maintenance(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("maintenance ok")
+
+
+# Timer trigger (the timer trigger docs' shape), counting its runs in an entity of its own.
+@myApp.timer_trigger(schedule="*/2 * * * * *", arg_name="myTimer", run_on_startup=True)
+@myApp.durable_client_input(client_name="client")
+async def tick(myTimer: func.TimerRequest, client) -> None:
+    if myTimer.past_due:
+        logging.info("The timer is past due!")
+    await client.signal_entity(df.EntityId("Counter", "ticks"), "add", 1)
