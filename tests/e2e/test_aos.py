@@ -444,3 +444,42 @@ async def test_a_standard_mcp_client_reads_the_agent_and_adds_a_memory(aos_host:
         "?showHistory=true&showHistoryOutput=true",
     )
     assert "The board prefers Europe" in turn.text  # the turn loaded the memory
+
+
+# -- inference ---------------------------------------------------------------------------------
+
+
+async def test_the_decision_comes_from_the_lorax_server(
+    start_host: Callable[..., Host],
+) -> None:
+    from tests.e2e.conftest import REPO
+    from tests.inference.fakeserver import FakeLorax
+
+    lorax = FakeLorax(adapters={"acme/ceo-lora"})
+    await lorax.start()
+    try:
+        judgement = {
+            "choice": 1,
+            "judgements": [
+                {"option": 0, "alignment": 0.1, "reason": "off purpose"},
+                {"option": 1, "alignment": 0.9, "reason": "on purpose"},
+            ],
+        }
+        lorax.texts(json.dumps(judgement))
+        host = start_host(
+            REPO,
+            AOS_INFERENCE_ENDPOINT=lorax.url,
+            AOS_INFERENCE_ADAPTERS=json.dumps({"ceo": "acme/ceo-lora"}),
+        )
+        register(host, {**CEO, "adapter_name": "ceo"})
+        assert host.send_events(EVENTS, [board_request("by-model")]).status == 201
+        await asyncio.to_thread(idle, host, "ceo", decisions=1)
+    finally:
+        await lorax.stop()
+
+    (request,) = lorax.requests
+    assert request.body["parameters"]["adapter_id"] == "acme/ceo-lora"
+    (item,) = history(host, "ceo")
+    assert item["outcome"]["method"] == "combined"
+    assert item["outcome"]["chosen"] == GROW
+    assert agent(host, "ceo")["counters"]["inference_calls"] == 1
