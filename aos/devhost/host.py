@@ -20,7 +20,13 @@ from typing import Any
 from aiohttp import web
 
 from aos.devhost.app import AppFunction, LoadedApp, load_app
-from aos.devhost.http import FunctionKeys, find_route, http_routes, invoke
+from aos.devhost.http import (
+    DEFAULT_ROUTE_PREFIX,
+    FunctionKeys,
+    find_route,
+    http_routes,
+    invoke,
+)
 from aos.devhost.servicebus import ServiceBusPump, Subscription, resolve
 from aos.errors import AOSError, ConfigurationError
 from aos.settings import Settings, load_local_settings
@@ -30,14 +36,21 @@ logger = logging.getLogger(__name__)
 DEFAULT_PORT = 7071
 
 
+def host_json(app_dir: Path) -> dict[str, Any]:
+    path = app_dir / "host.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def task_hub_name(app_dir: Path, get: Any) -> str:
     """host.json's durableTask hubName (with %SETTING% expressions), else the Functions default."""
-    host_json = app_dir / "host.json"
-    hub = None
-    if host_json.is_file():
-        document = json.loads(host_json.read_text(encoding="utf-8"))
-        hub = document.get("extensions", {}).get("durableTask", {}).get("hubName")
+    hub = host_json(app_dir).get("extensions", {}).get("durableTask", {}).get("hubName")
     return resolve(hub, get, "host.json durableTask.hubName") if hub else "TestHubName"
+
+
+def route_prefix(app_dir: Path) -> str:
+    """host.json's extensions.http.routePrefix ("" serves routes at the root), else "api"."""
+    prefix = host_json(app_dir).get("extensions", {}).get("http", {}).get("routePrefix")
+    return DEFAULT_ROUTE_PREFIX if prefix is None else prefix.strip("/")
 
 
 @dataclass
@@ -89,11 +102,13 @@ class LocalHost:
         self.url = f"http://{'localhost' if self.bind == '127.0.0.1' else self.bind}:{self.port}"
         self.management = ManagementApi(self.engine, base_url=self.url, server_url=self.url)
         self.routes = http_routes(self.app.of_type("httpTrigger"))
+        self.route_prefix = route_prefix(self.app_dir)
 
         web_app = web.Application(client_max_size=100 * 1024 * 1024)
         self.management.attach(web_app)
         web_app.router.add_post("/devhost/topics/{topic}/messages", self._send_to_topic)
-        web_app.router.add_route("*", "/api/{tail:.*}", self._serve_http)
+        lead = f"/{self.route_prefix}" if self.route_prefix else ""
+        web_app.router.add_route("*", lead + "/{tail:.*}", self._serve_http)
         self._runner = web.AppRunner(web_app, access_log=None)
         await self._runner.setup()
         self._closers.append(self._runner.cleanup)
@@ -143,7 +158,8 @@ class LocalHost:
         import azure.functions as func
 
         # The raw (still percent-encoded) path: route parameters are decoded once, by the match.
-        match = find_route(self.routes, request.method, request.raw_path.split("?", 1)[0])
+        path = request.raw_path.split("?", 1)[0]
+        match = find_route(self.routes, request.method, path, self.route_prefix)
         if match is None:
             return web.json_response({"error": "no function serves this route"}, status=404)
         route, route_params = match
@@ -277,7 +293,8 @@ class LocalHost:
         lines = ["Functions:", ""]
         for route in sorted(self.routes, key=lambda r: r.function.name):
             methods = ",".join(sorted(route.methods)) or "ALL"
-            lines.append(f"    {route.function.name}: [{methods}] {self.url}/api/{route.template}")
+            base = f"{self.url}/{self.route_prefix}".rstrip("/")
+            lines.append(f"    {route.function.name}: [{methods}] {base}/{route.template}")
         for function in sorted(self.app.functions.values(), key=lambda f: f.name):
             if function.trigger_type != "httpTrigger":
                 lines.append(f"    {function.name}: {function.trigger_type}")

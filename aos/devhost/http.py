@@ -1,4 +1,5 @@
-"""HTTP functions served like `func start` does: http://localhost:7071/api/<route>.
+"""HTTP functions served like `func start` does: http://localhost:7071/api/<route> (or under the
+`extensions.http.routePrefix` that host.json sets).
 
 Route templates follow the Functions (ASP.NET) syntax — `{name}`, `{name?}`, `{name:int}`,
 `{*rest}` — and auth levels are honoured: anonymous, function (a function key or the master
@@ -18,7 +19,7 @@ from urllib.parse import unquote
 
 from aos.devhost.app import AppFunction
 
-ROUTE_PREFIX = "/api"
+DEFAULT_ROUTE_PREFIX = "api"
 _PARAM = re.compile(r"^\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?(\?)?\}$")
 _CONSTRAINTS = {"int": r"-?\d+", "alpha": r"[A-Za-z]+", "guid": r"[0-9a-fA-F-]{36}"}
 
@@ -102,10 +103,14 @@ def http_routes(functions: list[AppFunction], default_auth: str = "FUNCTION") ->
     return sorted(routes, key=lambda r: (-r.literal_segments, -len(r.template)))
 
 
-def find_route(routes: list[HttpRoute], method: str, path: str) -> tuple[HttpRoute, dict] | None:
-    if not path.startswith(ROUTE_PREFIX + "/"):
+def find_route(
+    routes: list[HttpRoute], method: str, path: str, prefix: str = DEFAULT_ROUTE_PREFIX
+) -> tuple[HttpRoute, dict] | None:
+    """The route serving `path` (under the route prefix, "" for none), with its parameters."""
+    lead = f"/{prefix.strip('/')}" if prefix.strip("/") else ""
+    if not path.startswith(lead + "/"):
         return None
-    inner = path[len(ROUTE_PREFIX) :]
+    inner = path[len(lead) :]
     for route in routes:
         params = route.match(method, inner)
         if params is not None:

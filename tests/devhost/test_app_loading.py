@@ -37,3 +37,27 @@ def test_unsupported_output_binding_is_refused_by_name() -> None:
 def test_a_folder_without_function_app_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"no function_app\.py"):
         load_app(tmp_path)
+
+
+def test_route_prefix_from_host_json(tmp_path: Path) -> None:
+    import json
+
+    from aos.devhost.host import route_prefix
+    from aos.devhost.http import compile_route, find_route, http_routes
+
+    assert route_prefix(tmp_path) == "api"  # no host.json: the Functions default
+    (tmp_path / "host.json").write_text(json.dumps({"extensions": {"http": {"routePrefix": ""}}}))
+    assert route_prefix(tmp_path) == ""
+
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+    @app.route(route="items/{id:int}")
+    def item(req: func.HttpRequest) -> func.HttpResponse:  # pragma: no cover
+        return func.HttpResponse("ok")
+
+    routes = http_routes(list(index(app.get_functions(), tmp_path).functions.values()))
+    assert find_route(routes, "GET", "/items/7", "")[1] == {"id": "7"}
+    assert find_route(routes, "GET", "/api/items/7", "api")[1] == {"id": "7"}
+    assert find_route(routes, "GET", "/api/items/7", "") is None
+    assert find_route(routes, "GET", "/items/seven", "") is None
+    assert compile_route("files/{*rest}")[0].match("/files/a/b").group("rest") == "a/b"
