@@ -20,29 +20,7 @@ from azure.functions.servicebus import ServiceBusMessage
 
 from aos.devhost.durable import DurableEngine, InMemoryDurableStore, ManagementApi
 from aos.settings import Settings
-from tests.support import app_functions
-
-CEO = {
-    "agent_id": "ceo",
-    "purpose": "Strategic oversight and company growth",
-    "purpose_scope": "Strategic planning, major decisions",
-    "success_criteria": ["Revenue growth", "Team expansion"],
-    "constraints": ["Never disclose customer data"],
-    "subscriptions": ["board.request"],
-}
-CFO = {
-    "agent_id": "cfo",
-    "purpose": "Keep the company financially healthy and costs under control",
-    "purpose_scope": "Budgets, forecasts, spending approvals",
-    "success_criteria": ["Costs within budget"],
-    "subscriptions": ["finance.*"],
-}
-CTO = {
-    "agent_id": "cto",
-    "purpose": "Build reliable technology that supports company growth",
-    "purpose_scope": "Engineering, platform, hiring engineers",
-    "success_criteria": ["Platform reliability", "Team expansion"],
-}
+from tests.support import CEO, CFO, CTO, app_functions
 
 
 @dataclass

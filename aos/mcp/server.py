@@ -260,10 +260,13 @@ class ContextMCPServer:
             record = await self._for_resource()
             return _json(_state(record))
 
-        async def history_page(cursor: str = "", limit: str = "") -> str:
+        async def page_of(
+            lister: Callable[..., Any], key: str, path: str, cursor: str, limit: str
+        ) -> str:
+            """One page of a listing as a resource, with the cursor and URI of the next."""
             await self._for_resource()
             try:
-                page = await self.store.context.list_events(
+                page = await lister(
                     self.agent_id,
                     page_size=_page_size(limit, self.page_size),
                     continuation=cursor or None,
@@ -273,30 +276,18 @@ class ContextMCPServer:
             return _json(
                 {
                     "agent_id": self.agent_id,
-                    "events": [item.model_dump(mode="json") for item in page.items],
+                    key: [item.model_dump(mode="json") for item in page.items],
                     "next_cursor": page.continuation,
-                    "next_uri": _next_uri(f"{base}/history", page.continuation, limit),
+                    "next_uri": _next_uri(f"{base}/{path}", page.continuation, limit),
                 }
             )
 
+        async def history_page(cursor: str = "", limit: str = "") -> str:
+            return await page_of(self.store.context.list_events, "events", "history", cursor, limit)
+
         async def memories_page(cursor: str = "", limit: str = "") -> str:
-            await self._for_resource()
-            try:
-                page = await self.store.context.list_memories(
-                    self.agent_id,
-                    page_size=_page_size(limit, self.page_size),
-                    continuation=cursor or None,
-                )
-            except InvalidInputError as exc:
-                raise MCPError(code=INVALID_PARAMS, message=exc.message) from None
-            return _json(
-                {
-                    "agent_id": self.agent_id,
-                    "memories": [memory.model_dump(mode="json") for memory in page.items],
-                    "next_cursor": page.continuation,
-                    "next_uri": _next_uri(f"{base}/memories", page.continuation, limit),
-                }
-            )
+            lister = self.store.context.list_memories
+            return await page_of(lister, "memories", "memories", cursor, limit)
 
         async def history() -> str:
             return await history_page()

@@ -23,32 +23,12 @@ import pytest
 from aos.messaging.local_broker import LocalBroker
 from aos.settings import Settings
 from aos.storage.clients import StorageClients
+from tests.support import CEO, CFO, CTO
 
 from .conftest import FUNCTION_KEY, TASK_HUB, Host, wait_for, wait_for_instance
 
 T = TypeVar("T")
 
-CEO = {
-    "agent_id": "ceo",
-    "purpose": "Strategic oversight and company growth",
-    "purpose_scope": "Strategic planning, major decisions",
-    "success_criteria": ["Revenue growth", "Team expansion"],
-    "constraints": ["Never disclose customer data"],
-    "subscriptions": ["board.request"],
-}
-CFO = {
-    "agent_id": "cfo",
-    "purpose": "Keep the company financially healthy and costs under control",
-    "purpose_scope": "Budgets, forecasts, spending approvals",
-    "success_criteria": ["Costs within budget"],
-    "subscriptions": ["finance.*"],
-}
-CTO = {
-    "agent_id": "cto",
-    "purpose": "Build reliable technology that supports company growth",
-    "purpose_scope": "Engineering, platform, hiring engineers",
-    "success_criteria": ["Platform reliability", "Team expansion"],
-}
 GROW = "Draft a strategic plan to grow revenue"
 EVENTS = "aos-events"
 
