@@ -65,3 +65,32 @@ class SchemaVersionError(AOSError):
     """Stored state was written by a newer AOS than this one (or is otherwise unreadable)."""
 
     code = "schema_version"
+
+
+class AuthenticationError(AOSError):
+    """The caller could not be identified: no credentials, or ones that are not valid (HTTP 401).
+
+    `bearer_error` is the OAuth 2.0 error code for the `WWW-Authenticate: Bearer` challenge
+    (RFC 6750): "invalid_token" when a bearer token was presented and rejected, None when the
+    request carried no credentials this app accepts. The message never quotes a credential.
+    """
+
+    code = "unauthenticated"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, bearer_error: str | None = "invalid_token"
+    ) -> None:
+        super().__init__(message, field=field)
+        self.bearer_error = bearer_error
+
+
+class PermissionDeniedError(AOSError):
+    """The caller is known but lacks the role the operation needs (HTTP 403)."""
+
+    code = "forbidden"
+
+
+class AuditChainError(AOSError):
+    """A stored chain is damaged (a row is missing or unreadable): `verify` says where."""
+
+    code = "audit_chain_damaged"
