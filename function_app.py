@@ -7,8 +7,11 @@ heavy SDKs inside their functions, not at module level.
 import azure.durable_functions as df
 import azure.functions as func
 
+from aos.governance.auth import host_auth_level
 from functions import admin, agents, events, health, workflows
 
-app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+# Function keys at the host (the default), or anonymous at the host when AOS checks Entra ID
+# tokens itself (AOS_ADMIN_AUTH=entra); either way AOS checks the caller's role per route.
+app = df.DFApp(http_auth_level=func.AuthLevel[host_auth_level()])
 for blueprint in (health.bp, admin.bp, agents.bp, workflows.bp, events.bp):
     app.register_functions(blueprint)

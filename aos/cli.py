@@ -20,7 +20,7 @@ from aos.agents.agent import PurposeDrivenAgent, TurnResult
 from aos.agents.models import AgentDefinition, EventEnvelope
 from aos.agents.routing import route_event
 from aos.errors import AOSError
-from aos.settings import Settings, load_local_settings
+from aos.settings import Settings, prepare_environment
 from aos.storage.store import AgentStore
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        load_local_settings(args.settings)
+        prepare_environment(args.settings)
         if args.command == "register":
             asyncio.run(_with_store(register, args.file))
         elif args.command == "send":

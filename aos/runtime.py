@@ -19,6 +19,10 @@ _stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, AgentS
 
 
 def settings() -> Settings:
+    """The settings in force, with Key Vault references resolved (once per process)."""
+    from aos.governance.secrets import resolve_process_secrets
+
+    resolve_process_secrets()
     return Settings.from_env()
 
 
@@ -39,5 +43,8 @@ def agent_store() -> AgentStore:
 
 async def close() -> None:
     """Close the stores of the running loop (at host shutdown, or the end of a test)."""
+    from aos.governance.auth import close_authenticator
+
+    await close_authenticator()
     for store in _stores.pop(asyncio.get_running_loop(), {}).values():
         await store.close()

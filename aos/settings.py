@@ -112,3 +112,13 @@ def load_local_settings(
             environ[name] = str(value)
             applied.append(name)
     return applied
+
+
+def prepare_environment(local_settings: str | os.PathLike[str] = "local.settings.json") -> None:
+    """What every entry point does before reading settings: fill unset variables from a
+    local.settings.json (as Core Tools does), then put Key Vault secrets in place of references
+    (as App Service does; see aos.governance.secrets)."""
+    from aos.governance.secrets import resolve_process_secrets
+
+    load_local_settings(local_settings)
+    resolve_process_secrets()

@@ -8,6 +8,7 @@ from the agent and event, and the context store drops a second append of the sam
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field
@@ -24,6 +25,8 @@ from aos.agents.models import (
     Slug,
     utcnow,
 )
+from aos.errors import AOSError
+from aos.governance.policy import Verdict, evaluate, resolve_approval
 from aos.observability.tracing import current_traceparent, span
 from aos.settings import Settings
 from aos.storage.store import AgentStore
@@ -140,6 +143,90 @@ def outgoing_messages(
     ]
 
 
+class PolicyViolationError(AOSError):
+    """An attempt to act without a verdict that allows exactly these actions."""
+
+    code = "policy_violation"
+
+
+def agent_actor(agent_id: str) -> str:
+    return f"agent:{agent_id}"
+
+
+def correlation(event: EventEnvelope) -> str:
+    return event.correlationid or event.id
+
+
+async def govern(
+    store: AgentStore,
+    snapshot: Snapshot,
+    event: EventEnvelope,
+    decision: Decision | None,
+    now: datetime,
+) -> Verdict:
+    """The policy check before any action: the verdict of the policies binding the agent on
+    what the decision would do. The decision, and a denial or approval request, go to the
+    agent's audit chain."""
+    agent_id = snapshot.definition.agent_id
+    with span("activity turn_govern", event.traceparent, {"aos.agent_id": agent_id}):
+        policies = await store.policies.binding(snapshot.definition)
+        verdict = evaluate(policies, decision, snapshot.policy_usage, now.date())
+        if decision is None:
+            return verdict
+        audit = TurnAudit(store, agent_id, event)
+        await audit.record(
+            "decision",
+            "decision",
+            {
+                "decision_id": decision.decision_id,
+                "outcome": decision.outcome,
+                "chosen": decision.chosen,
+                "method": decision.method,
+                "cost": decision.cost,
+                "policies": verdict.policies,
+            },
+        )
+        if verdict.status == "denied":
+            await audit.record("denial", "denial", _denial(verdict))
+        elif verdict.status == "approval_required":
+            assert verdict.approval is not None
+            await audit.record(
+                "approval",
+                "approval-requested",
+                {"status": "requested", "reason": verdict.reason, **verdict.approval.model_dump()},
+            )
+        return verdict
+
+
+def _denial(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "rule": verdict.rule,
+        "reason": verdict.reason,
+        "action": verdict.action.model_dump() if verdict.action else None,
+        "status": verdict.status,
+    }
+
+
+class TurnAudit:
+    """Appends a turn's records to the agent's chain; keys derive from the event, so a retried
+    activity finds its records already there."""
+
+    def __init__(self, store: AgentStore, agent_id: str, event: EventEnvelope) -> None:
+        self._store, self._agent_id, self._event = store, agent_id, event
+
+    async def record(
+        self, kind: str, name: str, data: dict[str, Any], actor: str | None = None
+    ) -> None:
+        await self._store.audit.append(
+            self._agent_id,
+            kind,
+            actor=actor or agent_actor(self._agent_id),
+            key=f"turn/{self._event.id}/{name}",
+            data={"event_id": self._event.id, **data},
+            correlation_id=correlation(self._event),
+        )
+
+
 async def act(
     settings: Settings,
     store: AgentStore,
@@ -147,22 +234,77 @@ async def act(
     event: EventEnvelope,
     decision: Decision | None,
     definition: AgentDefinition,
+    verdict: Verdict,
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Carry out the decision: publish its messages to other agents and make its MCP tool calls.
-    Returns the message ids and the tool results (a failed call is a result, not an error)."""
+    """Carry out the decision, which `verdict` must allow: publish its messages to other agents
+    and make its MCP tool calls. Each effect goes to the audit chain. Returns the message ids
+    and the tool results (a failed call is a result, not an error)."""
     from aos.mcp.client import call_tools
     from aos.messaging.publisher import publisher_from_settings
 
+    if decision is None or decision.outcome != "act":
+        return [], []
+    if not verdict.permits(decision):
+        raise PolicyViolationError(
+            f"agent '{agent_id}' may not act on decision {decision.decision_id}: "
+            f"the policy verdict is '{verdict.status}' ({verdict.reason})",
+            field="verdict",
+        )
     with span("activity turn_act", event.traceparent, {"aos.agent_id": agent_id}):
+        audit = TurnAudit(store, agent_id, event)
         messages = outgoing_messages(agent_id, event, decision, current_traceparent())
         if messages:
             async with publisher_from_settings(settings, store.clients) as publisher:
                 await publisher.publish(settings.messages_topic, messages)
+        for message in messages:
+            data = {"kind": "message", "type": message.type, "to": message.subject}
+            await audit.record("action", f"message/{message.id}", {**data, "id": message.id})
         tools = []
-        if decision is not None and decision.outcome == "act" and decision.tool_calls:
+        if decision.tool_calls:
             results = await call_tools(definition.mcp_servers, decision.tool_calls)
             tools = [result.model_dump() for result in results]
+        for index, (call, result) in enumerate(zip(decision.tool_calls, tools, strict=True)):
+            data = {"kind": "tool", "server": call.server, "tool": call.tool}
+            await audit.record("action", f"tool/{index}", {**data, "error": result.get("error")})
+        await audit.record(
+            "action",
+            "option",
+            {"kind": "option", "action": decision.chosen, "cost": decision.cost},
+        )
         return [m.id for m in messages], tools
+
+
+async def act_on_verdict(
+    settings: Settings,
+    store: AgentStore,
+    agent_id: Slug,
+    event: EventEnvelope,
+    decision: Decision | None,
+    definition: AgentDefinition,
+    verdict: Verdict,
+    approval: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The turn's act step: settle an approval if there was one, then act if the verdict allows,
+    and return the turn's outcome."""
+    if approval is not None:
+        verdict = resolve_approval(verdict, approval)
+        audit = TurnAudit(store, agent_id, event)
+        await audit.record(
+            "approval",
+            "approval-answered",
+            {
+                "status": verdict.status,
+                "reason": verdict.reason,
+                "rules": verdict.approval.rules if verdict.approval else [],
+            },
+            actor=f"approver:{approval['by']}" if approval.get("by") else None,
+        )
+        if not verdict.executable:
+            await audit.record("denial", "denial", _denial(verdict))
+    sent, tools = [], []
+    if verdict.executable:
+        sent, tools = await act(settings, store, agent_id, event, decision, definition, verdict)
+    return turn_outcome(decision, sent, tools=tools, verdict=verdict)
 
 
 def turn_outcome(
@@ -170,18 +312,21 @@ def turn_outcome(
     sent: list[str],
     failure: tuple[str, str] | None = None,
     tools: list[dict[str, Any]] | None = None,
+    verdict: Verdict | None = None,
 ) -> dict[str, Any]:
-    """The outcome stored with the event (and summarised for the entity)."""
+    """The outcome stored with the event (and summarised for the entity). An action the policy
+    check or a person refused has the outcome `denied`, with the verdict's reason."""
     if failure is not None:
         step, error = failure
         return {"status": "failed", "failed_step": step, "error": error}
     if decision is None:
         return {"status": "observed", "reason": "the event asked for no decision"}
     chosen = next((o for o in decision.options if o.action == decision.chosen), None)
-    return {
+    denied = verdict is not None and decision.outcome == "act" and not verdict.executable
+    outcome = {
         "status": "decided",
         "decision_id": decision.decision_id,
-        "outcome": decision.outcome,
+        "outcome": "denied" if denied else decision.outcome,
         "chosen": decision.chosen,
         "score": chosen.alignment.score if chosen else None,
         "method": decision.method,
@@ -189,6 +334,16 @@ def turn_outcome(
         "messages_sent": sent,
         "tool_results": tools or [],
     }
+    if verdict is not None:
+        outcome["policy"] = {
+            "verdict": verdict.status,
+            "reason": verdict.reason,
+            "rule": verdict.rule,
+            "counted": {ref: used.model_dump() for ref, used in verdict.counted.items()}
+            if verdict.executable
+            else {},
+        }
+    return outcome
 
 
 async def record_turn(
@@ -208,15 +363,33 @@ async def full_event(store: AgentStore, agent_id: Slug, event: dict[str, Any]) -
     return (await store.context.get_event(agent_id, envelope.id)).event
 
 
-def decide_task(snapshot: dict[str, Any], task: dict[str, Any]) -> Decision:
-    """An agent's decision on a workflow's task (no event: the decision id is fresh)."""
+async def decide_task(
+    store: AgentStore, snapshot: dict[str, Any], task: dict[str, Any], workflow: str, step: int
+) -> Decision:
+    """An agent's decision on a workflow's task (no event: the decision id is fresh). It goes to
+    the agent's audit chain, once per workflow step however often the activity is retried."""
     state = Snapshot.model_validate(snapshot)
     agent_id = state.definition.agent_id
     with span("activity agent_decide", None, {"aos.agent_id": agent_id}):
-        return decide(
+        decision = decide(
             state.definition,
             state.goals,
             DecisionContext.model_validate(task),
             DeterministicAlignmentScorer(),
             decision_id_for(agent_id, None),
         )
+        await store.audit.append(
+            agent_id,
+            "decision",
+            actor=agent_actor(agent_id),
+            key=f"workflow/{workflow}/{step}/decision",
+            data={
+                "workflow": workflow,
+                "decision_id": decision.decision_id,
+                "outcome": decision.outcome,
+                "chosen": decision.chosen,
+                "method": decision.method,
+            },
+            correlation_id=workflow,
+        )
+        return decision

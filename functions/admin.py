@@ -1,4 +1,5 @@
-"""The HTTP admin API (routes under /api, function-key auth). Logic lives in aos.api."""
+"""The HTTP admin API (routes under /api; function keys or Entra ID, see aos.governance.auth).
+Logic lives in aos.api."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ async def pause_agent(req: func.HttpRequest, client) -> func.HttpResponse:
     from aos.agents.state import Lifecycle
     from aos.api import agents
 
-    return await respond(req, client, agents.change_lifecycle, Lifecycle.PAUSED)
+    return await respond(req, client, agents.pause_or_resume, Lifecycle.PAUSED)
 
 
 @bp.route(route="agents/{agent_id}/resume", methods=["POST"])
@@ -57,16 +58,15 @@ async def resume_agent(req: func.HttpRequest, client) -> func.HttpResponse:
     from aos.agents.state import Lifecycle
     from aos.api import agents
 
-    return await respond(req, client, agents.change_lifecycle, Lifecycle.SLEEPING)
+    return await respond(req, client, agents.pause_or_resume, Lifecycle.SLEEPING)
 
 
 @bp.route(route="agents/{agent_id}/retire", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 async def retire_agent(req: func.HttpRequest, client) -> func.HttpResponse:
-    from aos.agents.state import Lifecycle
     from aos.api import agents
 
-    return await respond(req, client, agents.change_lifecycle, Lifecycle.RETIRED)
+    return await respond(req, client, agents.retire)
 
 
 @bp.route(route="agents/{agent_id}/events", methods=["POST"])
@@ -147,6 +147,70 @@ async def agent_mcp(req: func.HttpRequest, client) -> func.HttpResponse:
     from aos.api import mcp
 
     return await respond(req, client, mcp.serve)
+
+
+@bp.route(route="policies", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+async def list_policies(req: func.HttpRequest, client) -> func.HttpResponse:
+    from aos.api import governance
+
+    return await respond(req, client, governance.list_policies)
+
+
+@bp.route(route="policies/{name}", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+async def get_policy(req: func.HttpRequest, client) -> func.HttpResponse:
+    from aos.api import governance
+
+    return await respond(req, client, governance.get_policy)
+
+
+@bp.route(route="policies/{name}", methods=["PUT"])
+@bp.durable_client_input(client_name="client")
+async def put_policy(req: func.HttpRequest, client) -> func.HttpResponse:
+    from aos.api import governance
+
+    return await respond(req, client, governance.put_policy)
+
+
+@bp.route(route="policies/{name}", methods=["DELETE"])
+@bp.durable_client_input(client_name="client")
+async def delete_policy(req: func.HttpRequest, client) -> func.HttpResponse:
+    from aos.api import governance
+
+    return await respond(req, client, governance.delete_policy)
+
+
+@bp.route(route="agents/{agent_id}/audit", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+async def agent_audit(req: func.HttpRequest, client) -> func.HttpResponse:
+    from aos.api import governance
+
+    return await respond(req, client, governance.audit_records)
+
+
+@bp.route(route="agents/{agent_id}/audit/verify", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+async def verify_agent_audit(req: func.HttpRequest, client) -> func.HttpResponse:
+    from aos.api import governance
+
+    return await respond(req, client, governance.verify_audit)
+
+
+@bp.route(route="governance/audit", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+async def governance_audit(req: func.HttpRequest, client) -> func.HttpResponse:
+    from aos.api import governance
+
+    return await respond(req, client, governance.audit_records)
+
+
+@bp.route(route="governance/audit/verify", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+async def verify_governance_audit(req: func.HttpRequest, client) -> func.HttpResponse:
+    from aos.api import governance
+
+    return await respond(req, client, governance.verify_audit)
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -54,20 +54,44 @@ async def turn_decide(payload: dict[str, Any]) -> dict[str, Any]:
     return made.model_dump(mode="json")
 
 
+@bp.activity_trigger(input_name="payload", activity="turn_govern")
+async def turn_govern(payload: dict[str, Any]) -> dict[str, Any]:
+    from datetime import datetime
+
+    from aos.agents.entity import Snapshot
+    from aos.agents.models import Decision, EventEnvelope
+    from aos.runtime import agent_store
+    from aos.turns import govern
+
+    raw = payload.get("decision")
+    verdict = await govern(
+        agent_store(),
+        Snapshot.model_validate(payload["snapshot"]),
+        EventEnvelope.model_validate(payload["event"]),
+        Decision.model_validate(raw) if raw else None,
+        datetime.fromisoformat(payload["now"]),
+    )
+    return verdict.model_dump(mode="json")
+
+
 @bp.activity_trigger(input_name="payload", activity="turn_act")
 async def turn_act(payload: dict[str, Any]) -> dict[str, Any]:
     from aos.agents.models import AgentDefinition, Decision, EventEnvelope
+    from aos.governance.policy import Verdict
     from aos.runtime import agent_store, settings
-    from aos.turns import act, turn_outcome
+    from aos.turns import act_on_verdict
 
-    event = EventEnvelope.model_validate(payload["event"])
     raw = payload.get("decision")
-    decision = Decision.model_validate(raw) if raw else None
-    definition = AgentDefinition.model_validate(payload["definition"])
-    sent, tools = await act(
-        settings(), agent_store(), payload["agent_id"], event, decision, definition
+    return await act_on_verdict(
+        settings(),
+        agent_store(),
+        payload["agent_id"],
+        EventEnvelope.model_validate(payload["event"]),
+        Decision.model_validate(raw) if raw else None,
+        AgentDefinition.model_validate(payload["definition"]),
+        Verdict.model_validate(payload["verdict"]),
+        payload.get("approval"),
     )
-    return turn_outcome(decision, sent, tools=tools)
 
 
 @bp.activity_trigger(input_name="payload", activity="turn_record")
@@ -81,7 +105,15 @@ async def turn_record(payload: dict[str, Any]) -> None:
 
 
 @bp.activity_trigger(input_name="payload", activity="agent_decide")
-def agent_decide(payload: dict[str, Any]) -> dict[str, Any]:
+async def agent_decide(payload: dict[str, Any]) -> dict[str, Any]:
+    from aos.runtime import agent_store
     from aos.turns import decide_task
 
-    return decide_task(payload["snapshot"], payload["task"]).model_dump(mode="json")
+    decision = await decide_task(
+        agent_store(),
+        payload["snapshot"],
+        payload["task"],
+        payload["workflow"],
+        payload.get("step", 0),
+    )
+    return decision.model_dump(mode="json")

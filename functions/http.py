@@ -11,7 +11,7 @@ import azure.functions as func
 async def respond(
     req: func.HttpRequest, client: Any, handler: Callable[..., Awaitable[Any]], *args: Any
 ) -> func.HttpResponse:
-    from aos.api.http import ApiRequest, error_response
+    from aos.api.http import ApiRequest, handle
     from aos.runtime import agent_store
 
     request = ApiRequest(
@@ -22,10 +22,7 @@ async def respond(
         route_params=dict(req.route_params),
         headers={k.lower(): v for k, v in req.headers.items()},
     )
-    try:
-        response = await handler(request, client, agent_store(), *args)
-    except Exception as exc:  # every failure becomes a JSON error answer
-        response = error_response(exc)
+    response = await handle(request, client, agent_store(), handler, *args)
     headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
     content_type = response.headers.get("content-type") or response.headers.get("Content-Type")
     return func.HttpResponse(

@@ -8,10 +8,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from aos.devhost.azurite import Azurite, free_ports
+from aos.devhost.durable import DurableEngine, InMemoryDurableStore, ManagementApi
 from aos.settings import Settings
 from aos.storage.clients import StorageClients
+from tests.governance.identity import IdentityProvider
+from tests.support import App, app_functions
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +51,40 @@ async def _close_sdk_http_session() -> AsyncIterator[None]:
     from azure.durable_functions.models.utils.http_utils import _close_session
 
     await _close_session()
+
+
+@pytest.fixture
+async def app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
+    """The function app on the local durable engine (in memory), with Azurite for AOS data."""
+    for name, value in settings.environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ServiceBusConnection", raising=False)
+    monkeypatch.setattr("aos.workflows.turn.TURN_RETRY_FIRST_INTERVAL_MS", 50)
+    functions = list(app_functions().values())
+    async with (
+        DurableEngine(functions, store=InMemoryDurableStore(), task_hub="aoshub") as engine,
+        ManagementApi(engine) as api,
+    ):
+        yield App(engine, api)
+    from aos.runtime import close
+
+    await close()
+
+
+# -- a local Microsoft Entra ID for the admin API's token tests ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, rsa.RSAPrivateKey]:
+    return {
+        name: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        for name in ("k1", "k2", "k3", "rogue")
+    }
+
+
+@pytest.fixture
+async def idp(keys: dict[str, rsa.RSAPrivateKey]) -> AsyncIterator[IdentityProvider]:
+    provider = IdentityProvider(keys)
+    await provider.start()
+    yield provider
+    await provider.close()

@@ -11,105 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import azure.functions as func
 import pytest
 from azure.functions.servicebus import ServiceBusMessage
 
-from aos.devhost.durable import DurableEngine, InMemoryDurableStore, ManagementApi
-from aos.settings import Settings
-from tests.support import CEO, CFO, CTO, app_functions
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any
-    headers: dict[str, str]
-
-
-@dataclass
-class App:
-    engine: DurableEngine
-    api: ManagementApi
-
-    async def call(
-        self,
-        function: str,
-        method: str,
-        path: str,
-        body: Any = None,
-        route: dict[str, str] | None = None,
-        params: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-        raw: bytes | None = None,
-    ) -> Reply:
-        request = func.HttpRequest(
-            method=method,
-            url=f"http://localhost:7071/api/{path}",
-            route_params=route or {},
-            params=params or {},
-            headers=headers or {},
-            body=raw
-            if raw is not None
-            else (json.dumps(body).encode() if body is not None else b""),
-        )
-        handler = app_functions()[function].get_user_function()
-        response = await handler(req=request, client=self.api.client_binding_json())
-        text = response.get_body()
-        return Reply(
-            response.status_code, json.loads(text) if text else None, dict(response.headers)
-        )
-
-    async def register(self, definition: dict, goals: list | None = None) -> Reply:
-        return await self.call(
-            "register_agent", "POST", "agents", {"definition": definition, "goals": goals or []}
-        )
-
-    async def agent(self, agent_id: str) -> dict:
-        reply = await self.call(
-            "get_agent", "GET", f"agents/{agent_id}", route={"agent_id": agent_id}
-        )
-        assert reply.status == 200, reply.body
-        return reply.body
-
-    async def post_event(self, agent_id: str, event: dict) -> Reply:
-        return await self.call(
-            "post_event", "POST", f"agents/{agent_id}/events", event, route={"agent_id": agent_id}
-        )
-
-    async def settle(self) -> None:
-        await self.engine.wait_until_idle(timeout=30)
-
-
-@pytest.fixture
-async def app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[App]:
-    for name, value in settings.environ.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("ServiceBusConnection", raising=False)
-    monkeypatch.setattr("aos.workflows.turn.TURN_RETRY_FIRST_INTERVAL_MS", 50)
-    functions = list(app_functions().values())
-    async with (
-        DurableEngine(functions, store=InMemoryDurableStore(), task_hub="aoshub") as engine,
-        ManagementApi(engine) as api,
-    ):
-        yield App(engine, api)
-    from aos.runtime import close
-
-    await close()
-
-
-def board_request(event_id: str, **data: Any) -> dict:
-    options = data.pop("options", ["Order pizza", "Draft a strategic plan to grow revenue"])
-    return {
-        "id": event_id,
-        "source": "/board",
-        "type": "board.request",
-        "data": {"situation": "Budget approved", "options": options, **data},
-    }
-
+from tests.support import CEO, CFO, CTO, App, Reply, app_functions, board_request
 
 # -- registration and reading ------------------------------------------------------------------
 
@@ -821,6 +729,10 @@ async def test_mcp_client_reads_the_live_agent_and_the_next_turn_sees_its_memory
     assert goal.body["result"]["isError"] is False
     await app.settle()
     assert {g["goal_id"] for g in (await app.agent("ceo"))["goals"]} == {"revenue", "lisbon"}
+    chain = await app.call("agent_audit", "GET", "agents/ceo/audit", route={"agent_id": "ceo"})
+    changes = [(r["actor"], r["data"]["operation"]) for r in chain.body["items"]]
+    assert changes == [("key", "register"), ("key", "mcp_remember"), ("key", "mcp_add_goal")]
+    assert chain.body["items"][1]["data"]["memory_id"] == "board"
 
     reply = await app.post_event("ceo", board_request("e-1"))
     instance = reply.body["turn"]["instance_id"]

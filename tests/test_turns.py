@@ -91,11 +91,15 @@ async def test_informational_event_needs_no_decision(store: AgentStore) -> None:
     assert turn_outcome(None, [])["status"] == "observed"
 
 
-def test_workflow_task_decision() -> None:
-    decision = decide_task(
-        SNAPSHOT.model_dump(mode="json"), {"options": ["Order pizza", "Plan revenue growth"]}
-    )
-    assert decision.chosen == "Plan revenue growth"
+async def test_workflow_task_decision_is_audited_once_per_step(store: AgentStore) -> None:
+    task = {"options": ["Order pizza", "Plan revenue growth"]}
+    first = await decide_task(store, SNAPSHOT.model_dump(mode="json"), task, "wf-1", 0)
+    retried = await decide_task(store, SNAPSHOT.model_dump(mode="json"), task, "wf-1", 0)
+    assert first.chosen == retried.chosen == "Plan revenue growth"
+    (record,) = (await store.audit.list("ceo")).items
+    assert record.kind == "decision"
+    assert record.correlation_id == "wf-1"
+    assert record.data["decision_id"] == first.decision_id
 
 
 async def test_record_is_idempotent_and_context_sees_it(store: AgentStore) -> None:

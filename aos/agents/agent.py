@@ -97,6 +97,7 @@ def rank_options(
                 rank_score=rank,
                 messages=option.messages,
                 tool_calls=option.tool_calls,
+                cost=option.cost,
             )
         )
     return sorted(scored, key=lambda s: s.rank_score, reverse=True)  # stable: ties keep order

@@ -25,6 +25,7 @@ from aos.agents.models import (
 )
 from aos.agents.state import AgentState, Lifecycle, MemoryItem
 from aos.errors import AlreadyExistsError, InvalidInputError, NotFoundError
+from aos.governance.policy import PolicyUsage, RuleUsage
 
 ENTITY_NAME = "agent"
 MAX_PENDING_EVENTS = 32
@@ -58,6 +59,14 @@ class ActiveTurn(Model):
     event_id: str
     instance_id: str
     started_at: AwareDatetime
+    awaiting_approval: str | None = Field(None, description="The approval workflow's id.")
+    held_until: AwareDatetime | None = None
+
+    def held(self, now: datetime) -> bool:
+        """Whether the holder may still be alive: within the lease, or waiting for a person."""
+        return now - self.started_at < TURN_LEASE or (
+            self.held_until is not None and now < self.held_until
+        )
 
 
 class TurnFailure(Model):
@@ -79,6 +88,7 @@ class AgentEntityState(Model):
     last_failure: TurnFailure | None = None
     turns_deferred: int = 0
     definition_revision: AwareDatetime | None = None
+    policy_usage: PolicyUsage = Field(default_factory=PolicyUsage)
 
 
 class Snapshot(Model):
@@ -88,6 +98,7 @@ class Snapshot(Model):
     lifecycle: Lifecycle
     goals: list[Goal]
     working_memory: list[MemoryItem]
+    policy_usage: PolicyUsage = Field(default_factory=PolicyUsage)
 
 
 class Grant(Model):
@@ -104,11 +115,15 @@ class TurnOutcome(Model):
     event_id: str
     instance_id: str
     status: Literal["decided", "observed", "failed", "deferred"]
-    decision_outcome: Literal["act", "decline"] | None = None
+    decision_outcome: Literal["act", "decline", "denied"] | None = None
     chosen: str | None = None
     failed_step: str | None = None
     error: str | None = None
     usage: dict[str, int] | None = None
+    counted: dict[str, RuleUsage] | None = Field(
+        None, description="What the actions that ran used of the agent's policy limits."
+    )
+    reason: str | None = None
     now: AwareDatetime | None = None
 
 
@@ -172,6 +187,7 @@ def _snapshot(entity: AgentEntityState) -> Snapshot:
         lifecycle=state.lifecycle,
         goals=state.active_goals(),
         working_memory=state.working_memory,
+        policy_usage=entity.policy_usage,
     )
 
 
@@ -180,7 +196,7 @@ def _grant(entity: AgentEntityState, instance_id: str, now: datetime) -> Grant:
     if state.lifecycle is Lifecycle.RETIRED:
         return Grant(status="retired")
     if entity.turn is not None:
-        if entity.turn.instance_id != instance_id and now - entity.turn.started_at < TURN_LEASE:
+        if entity.turn.instance_id != instance_id and entity.turn.held(now):
             return Grant(status="busy")
         if state.lifecycle is Lifecycle.AWAKE:  # taking over a lost turn
             state.transition(Lifecycle.SLEEPING, now)
@@ -300,7 +316,11 @@ def commit_turn(entity: AgentEntityState | None, payload: Any, key: str) -> tupl
         state.remember("failure", f"turn for {outcome.event_id} failed: {outcome.error}", now)
     elif outcome.status == "decided":
         state.counters.decisions += 1
-        if outcome.decision_outcome == "act":
+        entity.policy_usage.add(now.date(), outcome.counted or {})
+        if outcome.decision_outcome == "denied":
+            state.counters.actions_denied += 1
+            state.remember("denial", f"did not {outcome.chosen}: {outcome.reason}", now)
+        elif outcome.decision_outcome == "act":
             state.counters.actions_taken += 1
             state.remember("decision", f"decided to {outcome.chosen}", now)
         else:
@@ -330,6 +350,21 @@ def release_turn(entity: AgentEntityState | None, payload: Any, key: str) -> tup
             entity.state.transition(Lifecycle.SLEEPING, _now(payload))
         return entity, {"released": True}
     return entity, {"released": False}
+
+
+def await_approval(entity: AgentEntityState | None, payload: Any, key: str) -> tuple[Any, Any]:
+    """The turn waits for a person: hold it (past the lease) until the approval's deadline."""
+    entity = _require(entity, key)
+    turn = entity.turn
+    if turn is None or turn.instance_id != payload["instance_id"]:
+        return entity, {"held": False}
+    entity.turn = turn.model_copy(
+        update={
+            "awaiting_approval": payload["approval_id"],
+            "held_until": datetime.fromisoformat(payload["until"]),
+        }
+    )
+    return entity, {"held": True}
 
 
 def add_goal(entity: AgentEntityState | None, payload: Any, key: str) -> tuple[Any, Any]:
@@ -370,6 +405,7 @@ OPERATIONS: dict[str, Op] = {
     "release_turn": release_turn,
     "begin_turn": begin_turn,
     "commit_turn": commit_turn,
+    "await_approval": await_approval,
     "add_goal": add_goal,
     "update_goal_progress": update_goal_progress,
     "pause": _lifecycle_op(Lifecycle.PAUSED),

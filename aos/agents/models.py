@@ -232,11 +232,15 @@ class OutgoingMessage(Model):
 
 
 class Option(Model):
-    """A candidate action: what it is, and the messages taking it would send."""
+    """A candidate action: what it is, what it would cost, and the messages and tool calls
+    taking it would make."""
 
     action: Item
     messages: list[OutgoingMessage] = Field(default_factory=list, max_length=10)
     tool_calls: list[ToolCall] = Field(default_factory=list, max_length=10)
+    cost: float = Field(
+        0.0, ge=0, description="What taking it would spend; policies limit and gate on it."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -262,6 +266,7 @@ class ScoredOption(Model):
     rank_score: Fraction
     messages: list[OutgoingMessage] = Field(default_factory=list)
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    cost: float = Field(0.0, ge=0)
 
 
 class Decision(Model):
@@ -292,6 +297,12 @@ class Decision(Model):
         """The MCP tool calls the chosen option makes (none when the agent declined)."""
         chosen = self._chosen_option()
         return chosen.tool_calls if chosen else []
+
+    @property
+    def cost(self) -> float:
+        """What the chosen option would spend (nothing when the agent declined)."""
+        chosen = self._chosen_option()
+        return chosen.cost if chosen else 0.0
 
     def _chosen_option(self) -> ScoredOption | None:
         return next((o for o in self.options if o.action == self.chosen), None)

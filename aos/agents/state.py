@@ -65,6 +65,7 @@ class Counters(Model):
     decisions: int = Field(0, ge=0)
     actions_taken: int = Field(0, ge=0)
     actions_declined: int = Field(0, ge=0)
+    actions_denied: int = Field(0, ge=0, description="Chosen actions a policy or person refused.")
     inference_calls: int = Field(0, ge=0)
     prompt_tokens: int = Field(0, ge=0)
     completion_tokens: int = Field(0, ge=0)

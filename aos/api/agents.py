@@ -23,7 +23,8 @@ from aos.agents.models import (
     utcnow,
 )
 from aos.agents.state import MAX_GOALS, AgentState, Lifecycle
-from aos.api.http import ApiRequest, ApiResponse
+from aos.api.governance import audit_change, fingerprint
+from aos.api.http import ApiRequest, ApiResponse, requires
 from aos.delivery import deliver, ensure_turn
 from aos.errors import (
     AlreadyExistsError,
@@ -61,6 +62,14 @@ async def _entity_state(client: Any, agent_id: str) -> dict[str, Any]:
     return response.entity_state
 
 
+def _definition_record(definition: AgentDefinition) -> dict[str, Any]:
+    return {
+        "role": definition.role,
+        "policies": definition.policies,
+        "sha256": fingerprint(definition),
+    }
+
+
 def _summary(definition: AgentDefinition, lifecycle: str) -> dict[str, Any]:
     return {
         "agent_id": definition.agent_id,
@@ -70,6 +79,7 @@ def _summary(definition: AgentDefinition, lifecycle: str) -> dict[str, Any]:
     }
 
 
+@requires("admin")
 async def register(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     body = request.json(RegisterAgent)
     agent_id = body.definition.agent_id
@@ -89,6 +99,7 @@ async def register(request: ApiRequest, client: Any, store: AgentStore) -> ApiRe
     except BaseException:
         await store.registry.delete(agent_id)  # nothing half written
         raise
+    await audit_change(store, request, agent_id, "register", _definition_record(body.definition))
     return ApiResponse(
         201,
         {"agent": _summary(body.definition, "sleeping")},
@@ -96,6 +107,7 @@ async def register(request: ApiRequest, client: Any, store: AgentStore) -> ApiRe
     )
 
 
+@requires("reader")
 async def list_agents(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     lifecycle = request.params.get("lifecycle")
     if lifecycle is not None and lifecycle not in Lifecycle.__members__.values():
@@ -117,6 +129,7 @@ async def list_agents(request: ApiRequest, client: Any, store: AgentStore) -> Ap
     )
 
 
+@requires("reader")
 async def get_agent(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     entity = await _entity_state(client, agent_id)
@@ -134,10 +147,12 @@ async def get_agent(request: ApiRequest, client: Any, store: AgentStore) -> ApiR
             "active_turn": entity.get("turn"),
             "turns_failed": entity.get("turns_failed", 0),
             "last_failure": entity.get("last_failure"),
+            "policy_usage": entity.get("policy_usage"),
         },
     )
 
 
+@requires("admin")
 async def update_agent(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     definition = request.json(AgentDefinition)
@@ -163,11 +178,27 @@ async def update_agent(request: ApiRequest, client: Any, store: AgentStore) -> A
             "revision": saved.updated_at.isoformat(),  # the registry's order of updates
         },
     )
+    await audit_change(
+        store, request, agent_id, "update_definition", _definition_record(definition)
+    )
     return ApiResponse(
         200,
         {"agent": _summary(definition, saved.state.lifecycle.value)},
         {"ETag": saved.etag or ""},
     )
+
+
+@requires("operator")
+async def pause_or_resume(
+    request: ApiRequest, client: Any, store: AgentStore, target: Lifecycle
+) -> ApiResponse:
+    return await change_lifecycle(request, client, store, target)
+
+
+@requires("admin")
+async def retire(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
+    """Retiring is for good, so it takes an admin."""
+    return await change_lifecycle(request, client, store, Lifecycle.RETIRED)
 
 
 async def change_lifecycle(
@@ -186,6 +217,7 @@ async def change_lifecycle(
     # The registry's copy (for listing by lifecycle) first: if it cannot be written, nothing is.
     await _record_lifecycle(store, agent_id, target)
     await client.signal_entity(_entity(agent_id), operation, {"now": utcnow().isoformat()})
+    await audit_change(store, request, agent_id, operation, {"from": current.value})
     body: dict[str, Any] = {"agent_id": agent_id, "lifecycle": target.value}
     if target is Lifecycle.SLEEPING and entity["queue"]:
         body["drain"] = (await ensure_turn(client, agent_id, None)).model_dump()
@@ -208,6 +240,7 @@ async def _record_lifecycle(store: AgentStore, agent_id: str, target: Lifecycle)
     raise ConcurrencyError(f"agent '{agent_id}' kept changing; retry", field="agent_id")
 
 
+@requires("operator")
 async def post_event(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     event = request.json(EventEnvelope)
@@ -219,6 +252,9 @@ async def post_event(request: ApiRequest, client: Any, store: AgentStore) -> Api
     await store.registry.get(agent_id)  # 404 for an unknown agent, before anything is written
     event = event.model_copy(update={"subject": agent_id})
     (delivery,) = await deliver(client, store, event, only=agent_id)
+    await audit_change(
+        store, request, agent_id, "post_event", {"event_id": event.id, "type": event.type}
+    )
     return ApiResponse(
         202,
         {
@@ -230,6 +266,7 @@ async def post_event(request: ApiRequest, client: Any, store: AgentStore) -> Api
     )
 
 
+@requires("operator")
 async def add_goal(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     goal = request.json(NewGoal)
@@ -247,15 +284,19 @@ async def add_goal(request: ApiRequest, client: Any, store: AgentStore) -> ApiRe
         "add_goal",
         {"description": goal.description, "goal_id": goal_id, "now": utcnow().isoformat()},
     )
+    await audit_change(
+        store, request, agent_id, "add_goal", {"goal_id": goal_id, "description": goal.description}
+    )
     return ApiResponse(
         202, {"goal_id": goal_id, "description": goal.description, "agent_id": agent_id}
     )
 
 
+@requires("operator")
 async def update_goal(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     change = request.json(GoalProgress)
-    goal_id = request.route("goal_id")
+    goal_id = request.slug("goal_id")
     entity = await _entity_state(client, agent_id)
     if not any(g["goal_id"] == goal_id for g in entity["state"]["goals"]):
         raise NotFoundError(f"agent '{agent_id}' has no goal '{goal_id}'", field="goal_id")
@@ -264,9 +305,13 @@ async def update_goal(request: ApiRequest, client: Any, store: AgentStore) -> Ap
         "update_goal_progress",
         {"goal_id": goal_id, "progress": change.progress, "now": utcnow().isoformat()},
     )
+    await audit_change(
+        store, request, agent_id, "update_goal", {"goal_id": goal_id, "progress": change.progress}
+    )
     return ApiResponse(202, {"goal_id": goal_id, "progress": change.progress})
 
 
+@requires("reader")
 async def list_goals(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     entity = await _entity_state(client, agent_id)
@@ -280,6 +325,7 @@ def _page_body(page: Any) -> dict[str, Any]:
     }
 
 
+@requires("reader")
 async def history(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     await store.registry.get(agent_id)
@@ -291,6 +337,7 @@ async def history(request: ApiRequest, client: Any, store: AgentStore) -> ApiRes
     return ApiResponse(200, _page_body(page))
 
 
+@requires("reader")
 async def memories(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     await store.registry.get(agent_id)

@@ -12,7 +12,8 @@ from typing import Any
 from aos.agents.entity import ENTITY_NAME
 from aos.agents.models import utcnow
 from aos.agents.state import load_state
-from aos.api.http import ApiRequest, ApiResponse
+from aos.api.governance import audit_change
+from aos.api.http import ApiRequest, ApiResponse, requires
 from aos.errors import NotFoundError
 from aos.storage.registry import AgentRecord, AgentRegistry
 from aos.storage.store import AgentStore
@@ -66,16 +67,24 @@ class EntityGoalWriter:
         return {"goal_id": goal_id, "progress": progress, "status": "accepted"}
 
 
+@requires("operator")
 async def serve(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     from aos.mcp.http import handle_mcp_request
     from aos.mcp.server import ContextMCPServer
 
     agent_id = request.agent_id()
+
+    async def audit_tool_change(tool: str, result: dict[str, Any]) -> None:
+        # Ids and numbers only: memory contents stay in the context store.
+        kept = {k: result[k] for k in ("memory_id", "kind", "goal_id", "progress") if k in result}
+        await audit_change(store, request, agent_id, f"mcp_{tool}", kept)
+
     server = ContextMCPServer(
         agent_id,
         store,
         goals=EntityGoalWriter(client),
         records=EntityRecords(client, store.registry),
+        on_change=audit_tool_change,
     )
     status, headers, body = await handle_mcp_request(
         server, request.method, request.headers, request.body

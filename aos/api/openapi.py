@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 from aos import __version__
 from aos.agents.models import AgentDefinition, EventEnvelope
 from aos.api.agents import GoalProgress, NewGoal, RegisterAgent
+from aos.governance.policy import Policy
 from aos.workflows.multi import WORKFLOWS, Approval
 
 
@@ -30,35 +31,58 @@ class Route:
     body: type[BaseModel] | None = None
     auth: bool = True
     paged: bool = False
+    role: str = "reader"  # the least role that may call it (see aos.governance.auth)
 
 
 AGENT = "/api/agents/{agent_id}"
 
 ROUTES = (
-    Route("post", "/api/agents", "register_agent", "Register an agent", 201, RegisterAgent),
+    Route("post", "/api/agents", "register_agent", "Register an agent", 201, RegisterAgent,
+          role="admin"),
     Route("get", "/api/agents", "list_agents", "List agents (paged)", 200, paged=True),
     Route("get", AGENT, "get_agent", "Read an agent's live state", 200),
-    Route("put", AGENT, "update_agent", "Replace a definition", 200, AgentDefinition),
-    Route("post", f"{AGENT}/pause", "pause_agent", "Pause an agent", 202),
-    Route("post", f"{AGENT}/resume", "resume_agent", "Resume an agent", 202),
-    Route("post", f"{AGENT}/retire", "retire_agent", "Retire an agent", 202),
-    Route("post", f"{AGENT}/events", "post_event", "Send an event", 202, EventEnvelope),
-    Route("post", f"{AGENT}/goals", "add_goal", "Add a goal", 202, NewGoal),
+    Route("put", AGENT, "update_agent", "Replace a definition", 200, AgentDefinition,
+          role="admin"),
+    Route("post", f"{AGENT}/pause", "pause_agent", "Pause an agent", 202, role="operator"),
+    Route("post", f"{AGENT}/resume", "resume_agent", "Resume an agent", 202, role="operator"),
+    Route("post", f"{AGENT}/retire", "retire_agent", "Retire an agent", 202, role="admin"),
+    Route("post", f"{AGENT}/events", "post_event", "Send an event", 202, EventEnvelope,
+          role="operator"),
+    Route("post", f"{AGENT}/goals", "add_goal", "Add a goal", 202, NewGoal, role="operator"),
     Route("get", f"{AGENT}/goals", "list_goals", "List goals", 200),
     Route(
         "put", f"{AGENT}/goals/{{goal_id}}", "update_goal", "Set progress", 202,
-        GoalProgress,
+        GoalProgress, role="operator",
     ),
     Route("get", f"{AGENT}/history", "agent_history", "Event history", 200, paged=True),
     Route("get", f"{AGENT}/memories", "agent_memories", "Memories", 200, paged=True),
-    Route("post", f"{AGENT}/mcp", "agent_mcp", "MCP: streamable HTTP, JSON responses", 200),
-    Route("get", f"{AGENT}/mcp", "agent_mcp", "MCP: no SSE stream here (405)", 405),
-    Route("delete", f"{AGENT}/mcp", "agent_mcp", "MCP: no sessions here (405)", 405),
-    Route("post", "/api/workflows/{workflow}", "start_workflow", "Start a workflow", 202),
+    Route("post", f"{AGENT}/mcp", "agent_mcp", "MCP: streamable HTTP, JSON responses", 200,
+          role="operator"),
+    Route("get", f"{AGENT}/mcp", "agent_mcp", "MCP: no SSE stream here (405)", 405,
+          role="operator"),
+    Route("delete", f"{AGENT}/mcp", "agent_mcp", "MCP: no sessions here (405)", 405,
+          role="operator"),
+    Route("post", "/api/workflows/{workflow}", "start_workflow", "Start a workflow", 202,
+          role="operator"),
     Route("get", "/api/workflows/{instance_id}", "workflow_status", "Workflow status", 200),
     Route(
         "post", "/api/workflows/{instance_id}/approval", "send_approval", "Answer an approval",
-        202, Approval,
+        202, Approval, role="operator",
+    ),
+    Route("get", "/api/policies", "list_policies", "List policies (paged)", 200, paged=True),
+    Route("get", "/api/policies/{name}", "get_policy", "Read a policy", 200),
+    Route("put", "/api/policies/{name}", "put_policy", "Create or replace a policy", 200, Policy,
+          role="admin"),
+    Route("delete", "/api/policies/{name}", "delete_policy", "Delete a policy", 204, role="admin"),
+    Route("get", f"{AGENT}/audit", "agent_audit", "An agent's audit chain", 200, paged=True),
+    Route("get", f"{AGENT}/audit/verify", "verify_agent_audit", "Verify an agent's chain", 200),
+    Route(
+        "get", "/api/governance/audit", "governance_audit", "The policy changes' chain (paged)",
+        200, paged=True,
+    ),
+    Route(
+        "get", "/api/governance/audit/verify", "verify_governance_audit",
+        "Verify the policy changes' chain", 200,
     ),
     Route("get", "/api/health", "health", "Health of the app and its storage", 200, auth=False),
     Route("get", "/api/openapi.json", "openapi", "This document", 200, auth=False),
@@ -111,9 +135,14 @@ def build() -> dict[str, Any]:
         operation: dict[str, Any] = {
             "operationId": operation_id,
             "summary": route.summary,
+            "description": f"Needs the {route.role} role or higher."
+            if route.auth
+            else "Anonymous.",
             "parameters": _parameters(route),
             "responses": {
                 str(route.status): {"description": "success"},
+                "401": {"description": "no credentials, or ones that are not valid"},
+                "403": {"description": "the caller's role does not allow this route"},
                 "4XX": {
                     "description": "the request was refused; the error names the field",
                     "content": {
@@ -145,7 +174,9 @@ def build() -> dict[str, Any]:
                     }
                 },
             }
-        if not route.auth:
+        if route.auth:
+            operation["x-aos-role"] = route.role
+        else:
             operation["security"] = []
         paths.setdefault(route.path, {})[route.method] = operation
     return {
@@ -155,10 +186,12 @@ def build() -> dict[str, Any]:
         "components": {
             "schemas": {**schemas.get("$defs", {}), "Error": _ERROR},
             "securitySchemes": {
-                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}
+                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+                "entraId": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             },
         },
-        "security": [{"functionKey": []}],
+        # AOS_ADMIN_AUTH picks one: function keys (the default) or Entra ID bearer tokens.
+        "security": [{"functionKey": []}, {"entraId": []}],
     }
 
 

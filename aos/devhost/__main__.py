@@ -33,9 +33,9 @@ async def serve(app_dir: Path, port: int) -> None:
 
 async def send(app_dir: Path, topic: str, document: object) -> None:
     from aos.messaging.publisher import send_event
-    from aos.settings import Settings, load_local_settings
+    from aos.settings import Settings, prepare_environment
 
-    load_local_settings(app_dir / "local.settings.json")
+    prepare_environment(app_dir / "local.settings.json")
     for event in document if isinstance(document, list) else [document]:
         sent = await send_event(Settings.from_env(), topic, event)
         print(f"sent {sent.id} ({sent.type}) to {topic}")

@@ -29,7 +29,7 @@ from aos.devhost.http import (
 )
 from aos.devhost.servicebus import ServiceBusPump, Subscription, resolve
 from aos.errors import AOSError, ConfigurationError
-from aos.settings import Settings, load_local_settings
+from aos.settings import Settings, prepare_environment
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class LocalHost:
                 "stop it or choose another with --port"
             )
 
-        load_local_settings(self.app_dir / "local.settings.json")
+        await asyncio.to_thread(prepare_environment, self.app_dir / "local.settings.json")
         self.settings = Settings.from_env()
         self.app = load_app(self.app_dir)
         self.keys = FunctionKeys.from_settings(self.settings.get)

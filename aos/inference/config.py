@@ -2,7 +2,8 @@
 
 Read from the one Settings object with `settings.get(NAME)` (the Functions host puts app settings
 in the environment; a Key Vault reference such as ``@Microsoft.KeyVault(SecretUri=...)`` is
-resolved by the host before AOS sees it). Every setting is optional:
+resolved by App Service in Azure and by AOS elsewhere, see aos.governance.secrets). Every
+setting is optional:
 
 ``AOS_INFERENCE_ENDPOINT``
     Base URL of the endpoint, e.g. ``http://lorax:8080`` (LoRAX), ``http://vllm:8000/v1``,
@@ -20,7 +21,7 @@ resolved by the host before AOS sees it). Every setting is optional:
     ``/chat/completions`` when the endpoint path ends in ``/v1`` or ``/models`` or names a
     ``/deployments/`` entry, else ``/v1/chat/completions``.
 ``AOS_INFERENCE_KEY``
-    The endpoint's key (or a Key Vault reference the host resolves). Unset: no auth header.
+    The endpoint's key (or a Key Vault reference). Unset: no auth header.
 ``AOS_INFERENCE_KEY_HEADER``
     ``authorization`` (default): ``Authorization: Bearer <key>``. Any other value is the header
     name that carries the key verbatim, e.g. ``api-key`` (Azure OpenAI / AI Foundry keys).
@@ -219,9 +220,10 @@ class InferenceConfig(BaseModel):
         key = settings.get(KEY)
         if key:
             if key.strip().startswith("@Microsoft.KeyVault("):
+                # Resolved at start (aos.governance.secrets); still here means it was not.
                 raise ConfigurationError(
-                    f"setting {KEY} is a Key Vault reference the host did not resolve: give the "
-                    "app's identity 'get' permission on the secret, or set the key itself",
+                    f"setting {KEY} is a Key Vault reference that was not resolved: give the "
+                    "app's identity 'Key Vault Secrets User' on the vault, or set the key itself",
                     field=KEY,
                 )
             values["key"] = SecretStr(key.strip())

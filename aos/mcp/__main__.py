@@ -12,7 +12,7 @@ import sys
 import anyio
 
 from aos.errors import AOSError
-from aos.settings import Settings, load_local_settings
+from aos.settings import Settings, prepare_environment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        load_local_settings(args.settings)
+        prepare_environment(args.settings)
         settings = Settings.from_env()
         return anyio.run(_serve, args.agent, settings)
     except AOSError as exc:

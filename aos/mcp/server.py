@@ -19,7 +19,7 @@ Prompt: system_prompt.
 """
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
 from mcp.server.mcpserver import MCPServer
@@ -156,6 +156,9 @@ class RecordReader(Protocol):
     async def get(self, agent_id: str) -> AgentRecord: ...
 
 
+ChangeRecorder = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
 class ContextMCPServer:
     """The MCP server of one agent, backed by an `AgentStore`.
 
@@ -170,6 +173,7 @@ class ContextMCPServer:
         goals: GoalWriter | None = None,
         *,
         records: RecordReader | None = None,
+        on_change: ChangeRecorder | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         search_page_size: int = MAX_PAGE_SIZE,
     ) -> None:
@@ -181,6 +185,8 @@ class ContextMCPServer:
         self.store = store
         self.goals: GoalWriter = goals or RegistryGoalWriter(store.registry)
         self.records: RecordReader = records or store.registry
+        # Told of every change a tool made (its name and result), e.g. to audit it.
+        self.on_change = on_change
         self.page_size = page_size
         self.search_page_size = search_page_size
         self.base_uri = f"aos://agents/{agent_id}"
@@ -220,11 +226,15 @@ class ContextMCPServer:
     async def _for_tool(self) -> AgentRecord:
         return await self._record_or(ToolError)
 
-    async def _tool_call(self, action: Callable[[], Any]) -> Any:
-        """Run a tool body, turning AOS and validation errors into clear tool errors."""
+    async def _tool_call(self, action: Callable[[], Any], change: str | None = None) -> Any:
+        """Run a tool body, turning AOS and validation errors into clear tool errors. A tool
+        that changes the agent names the `change`, reported to `on_change` once made."""
         await self._for_tool()
         try:
-            return await action()
+            result = await action()
+            if change is not None and self.on_change is not None:
+                await self.on_change(change, result)
+            return result
         except ValidationError as exc:
             raise ToolError(_validation_message(exc)) from None
         except NotFoundError as exc:
@@ -339,7 +349,7 @@ class ContextMCPServer:
                 stored = await self.store.context.remember(agent_id, Memory(**fields))
                 return stored.model_dump(mode="json")
 
-            return await self._tool_call(act)
+            return await self._tool_call(act, "remember")
 
         @mcp.tool(description="Read one of the agent's memories by id.")
         async def recall(memory_id: Slug) -> dict[str, Any]:
@@ -367,13 +377,14 @@ class ContextMCPServer:
         @mcp.tool(description="Give the agent a new goal; the same goal id twice is a no-op.")
         async def add_goal(description: Description, goal_id: Slug | None = None) -> dict[str, Any]:
             return await self._tool_call(
-                lambda: self.goals.add_goal(agent_id, description, goal_id)
+                lambda: self.goals.add_goal(agent_id, description, goal_id), "add_goal"
             )
 
         @mcp.tool(description="Set a goal's progress (0 to 1); at 1 the goal is completed.")
         async def update_goal_progress(goal_id: Slug, progress: Fraction) -> dict[str, Any]:
             return await self._tool_call(
-                lambda: self.goals.update_goal_progress(agent_id, goal_id, progress)
+                lambda: self.goals.update_goal_progress(agent_id, goal_id, progress),
+                "update_goal_progress",
             )
 
         @mcp.tool(description="Record what the agent observed (a memory of kind 'observation').")
@@ -383,7 +394,7 @@ class ContextMCPServer:
                 stored = await self.store.context.remember(agent_id, memory)
                 return stored.model_dump(mode="json")
 
-            return await self._tool_call(act)
+            return await self._tool_call(act, "record_observation")
 
     async def _search(self, query: str, limit: int) -> tuple[list[Memory], int]:
         terms = query.lower().split()

@@ -99,12 +99,23 @@ def orchestrator_name(workflow: str) -> str:
     return f"workflow_{workflow}"
 
 
-def _decide(context: Any, agent_id: str, task: dict[str, Any]) -> Generator[Any, Any, Any]:
+def _decide(
+    context: Any, agent_id: str, task: dict[str, Any], step: int = 0
+) -> Generator[Any, Any, Any]:
+    """An agent's decision on the task; `step` tells apart one agent's decisions in a workflow
+    (each goes to the agent's audit chain once)."""
     import azure.durable_functions as df
 
     snapshot = yield context.call_entity(df.EntityId(ENTITY_NAME, agent_id), "snapshot")
     decision = yield context.call_activity(
-        "agent_decide", {"snapshot": snapshot, "task": task, "agent_id": agent_id}
+        "agent_decide",
+        {
+            "snapshot": snapshot,
+            "task": task,
+            "agent_id": agent_id,
+            "workflow": context.instance_id,
+            "step": step,
+        },
     )
     return decision
 
@@ -113,8 +124,8 @@ def chain(context: Any) -> Generator[Any, Any, Any]:
     request = ChainRequest.model_validate(context.get_input())
     task = request.task.model_dump(mode="json")
     steps = []
-    for agent_id in request.agents:
-        decision = yield from _decide(context, agent_id, task)
+    for step, agent_id in enumerate(request.agents):
+        decision = yield from _decide(context, agent_id, task, step)
         steps.append({"agent_id": agent_id, "decision": decision})
         context.set_custom_status({"step": len(steps), "of": len(request.agents)})
         if decision["outcome"] == "decline":
@@ -204,7 +215,7 @@ def approval(context: Any) -> Generator[Any, Any, Any]:
                 "invalid_answers": rejected_inputs,
             }
         try:
-            decision = Approval.model_validate(_event_data(answer.result))
+            decision = Approval.model_validate(json_text_value(answer.result))
         except ValueError:
             rejected_inputs += 1  # a malformed answer does not end the wait
             continue
@@ -213,9 +224,9 @@ def approval(context: Any) -> Generator[Any, Any, Any]:
         return {"status": status, "subject": request.subject, **decision.model_dump()}
 
 
-def _event_data(value: Any) -> Any:
-    """External event data as sent: the Python SDK hands it over as JSON text (it is serialized
-    once more on its way through the host), so decode that text when it is JSON."""
+def json_text_value(value: Any) -> Any:
+    """A value as sent, where the Python SDK hands it over as JSON text (external event data,
+    an instance's input in its status), so decode that text when it is JSON."""
     if isinstance(value, str):
         try:
             return json.loads(value)

@@ -7,6 +7,10 @@ empty — so events are processed one at a time, in order, and no event waits fo
 will not come. Every `TURNS_PER_EXECUTION` turns the orchestration continues as new, so its
 history (replayed on every step) stays short however long the agent lives.
 
+Before the agent acts, `turn_govern` checks the decision against the policies that bind the
+agent (aos.governance). An action that needs a person's approval waits in the approval workflow
+(`approval_instance_id`) while the turn holds the agent; later events queue behind it, in order.
+
 Activity failures are retried (`TURN_RETRY`), then recorded as a failed turn: the event's outcome
 says which step failed and why, and the agent goes on with its next event. When the agent's
 model endpoint is down (its circuit is open), the decision step defers instead: the event stays
@@ -36,6 +40,11 @@ DEFER_SECONDS = 60
 def turn_instance_id(agent_id: str, event_id: str) -> str:
     """Deterministic, so a redelivered event finds the turn it already started."""
     return f"turn-{agent_id}-{hashlib.sha256(event_id.encode()).hexdigest()[:24]}"
+
+
+def approval_instance_id(agent_id: str, event_id: str) -> str:
+    """The approval workflow a turn waits on: answer it at /api/workflows/{id}/approval."""
+    return f"approval-{agent_id}-{hashlib.sha256(event_id.encode()).hexdigest()[:24]}"
 
 
 def _retry() -> Any:
@@ -75,6 +84,8 @@ def agent_turn(context: Any) -> Generator[Any, Any, Any]:
             "failed_step": outcome.get("failed_step"),
             "error": outcome.get("error"),
             "usage": outcome.get("usage"),
+            "counted": (outcome.get("policy") or {}).get("counted"),
+            "reason": (outcome.get("policy") or {}).get("reason"),
             "now": context.current_utc_datetime.isoformat(),
         }
         orchestration_step(context, "commit_turn", grant["event"].get("traceparent"))
@@ -115,6 +126,22 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
         usage = made["usage"]
         if made["defer"]:
             return {"status": "deferred", "error": made["defer"], "usage": usage}
+        step = "turn_govern"
+        orchestration_step(context, step, traceparent)
+        verdict = yield context.call_activity_with_retry(
+            step,
+            retry,
+            {
+                "event": event,
+                "decision": made["decision"],
+                "snapshot": grant["snapshot"],
+                "now": context.current_utc_datetime.isoformat(),
+            },
+        )
+        approval = None
+        if verdict["status"] == "approval_required":
+            step = "approval"
+            approval = yield from wait_for_approval(context, agent_id, event, verdict, made)
         step = "turn_act"
         orchestration_step(context, step, traceparent)
         outcome = yield context.call_activity_with_retry(
@@ -125,6 +152,8 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
                 "event": event,
                 "decision": made["decision"],
                 "definition": grant["snapshot"]["definition"],
+                "verdict": verdict,
+                "approval": approval,
             },
         )
         outcome = {**outcome, "usage": usage}
@@ -148,3 +177,44 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
                     "turn_record", {"agent_id": agent_id, "event": event, "outcome": outcome}
                 )
         return outcome
+
+
+def wait_for_approval(
+    context: Any, agent_id: str, event: dict[str, Any], verdict: dict[str, Any], made: dict
+) -> Generator[Any, Any, Any]:
+    """Route the decision into the approval workflow and wait for its answer. The entity holds
+    the turn until the approval's deadline, so no later delivery takes it over meanwhile."""
+    import azure.durable_functions as df
+
+    needed = verdict["approval"]
+    decision = made["decision"]
+    approval_id = approval_instance_id(agent_id, event["id"])
+    until = context.current_utc_datetime + timedelta(seconds=needed["timeout_seconds"] + 3600)
+    yield context.call_entity(
+        df.EntityId(ENTITY_NAME, agent_id),
+        "await_approval",
+        {
+            "instance_id": context.instance_id,
+            "approval_id": approval_id,
+            "until": until.isoformat(),
+        },
+    )
+    context.set_custom_status({"agent_id": agent_id, "awaiting_approval": approval_id})
+    answer = yield context.call_sub_orchestrator(
+        "workflow_approval",
+        {
+            "subject": f"{agent_id}: {decision['chosen']}"[:500],
+            "details": {
+                "agent_id": agent_id,
+                "event_id": event["id"],
+                "decision_id": decision["decision_id"],
+                "action": decision["chosen"],
+                "rules": needed["rules"],
+                "reason": verdict["reason"],
+            },
+            "approvers": needed["approvers"],
+            "timeout_seconds": needed["timeout_seconds"],
+        },
+        approval_id,
+    )
+    return answer

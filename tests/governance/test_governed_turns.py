@@ -1,0 +1,275 @@
+"""Policies in real turns: the function app on the Durable SDK's handlers (the `app` fixture),
+with the admin API's policy routes, the approval workflow and the audit chain on Azurite."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from tests.support import CEO, CFO, App, Reply, board_request
+
+PAY = {
+    "action": "Draft a strategic plan to grow revenue",
+    "cost": 5000,
+    "messages": [{"to": "cfo", "type": "finance.plan.review", "data": {"plan": "growth"}}],
+}
+
+
+async def put_policy(app: App, policy: dict) -> Reply:
+    name = policy["name"]
+    return await app.call("put_policy", "PUT", f"policies/{name}", policy, route={"name": name})
+
+
+async def run_turn(app: App, agent_id: str, event: dict) -> dict:
+    """Deliver an event, wait for its turn, and return the event's recorded outcome."""
+    reply = await app.post_event(agent_id, event)
+    assert reply.status == 202, reply.body
+    await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=30)
+    await app.settle()
+    return await outcome_of(app, agent_id, event["id"])
+
+
+async def outcome_of(app: App, agent_id: str, event_id: str) -> dict:
+    history = await app.call(
+        "agent_history", "GET", f"agents/{agent_id}/history", route={"agent_id": agent_id}
+    )
+    return next(i["outcome"] for i in history.body["items"] if i["event"]["id"] == event_id)
+
+
+async def audit(app: App, agent_id: str) -> list[dict[str, Any]]:
+    reply = await app.call(
+        "agent_audit", "GET", f"agents/{agent_id}/audit", route={"agent_id": agent_id},
+        params={"page_size": "100"},
+    )  # fmt: skip
+    assert reply.status == 200, reply.body
+    return reply.body["items"]
+
+
+async def verified(app: App, agent_id: str) -> dict:
+    reply = await app.call(
+        "verify_agent_audit", "GET", f"agents/{agent_id}/audit/verify",
+        route={"agent_id": agent_id},
+    )  # fmt: skip
+    return reply.body
+
+
+async def messages_for_cfo() -> list[Any]:
+    from aos.messaging.local_broker import LocalBroker
+    from aos.runtime import agent_store, settings
+
+    current = settings()
+    broker = LocalBroker.from_settings(current, agent_store().clients)
+    receiver = broker.get_subscription_receiver(current.messages_topic, current.subscription)
+    try:
+        return await receiver.receive_messages(max_message_count=10, max_wait_time=1)
+    finally:
+        await receiver.close()
+
+
+def kinds(records: list[dict]) -> list[str]:
+    return [
+        f"{r['kind']}:{r['data'].get('operation') or r['data'].get('kind') or ''}" for r in records
+    ]
+
+
+async def test_without_policies_the_action_runs_and_every_effect_is_in_the_chain(app: App) -> None:
+    await app.register(CEO)
+    await app.settle()
+    outcome = await run_turn(app, "ceo", board_request("e-1", options=["Order pizza", PAY]))
+    assert outcome["outcome"] == "act"
+    assert outcome["policy"]["verdict"] == "allowed"
+    assert len(await messages_for_cfo()) == 1
+
+    records = await audit(app, "ceo")
+    assert kinds(records) == [
+        "admin:register", "admin:post_event", "decision:", "action:message", "action:option",
+    ]  # fmt: skip
+    assert records[0]["actor"] == "key"
+    assert {r["actor"] for r in records[2:]} == {"agent:ceo"}
+    assert {r["correlation_id"] for r in records[2:]} == {"e-1"}
+    assert all(r["previous_hash"] == p["hash"] for p, r in itertools.pairwise(records))
+    assert (await verified(app, "ceo"))["valid"] is True
+
+
+async def test_a_denied_action_never_runs_and_the_denial_names_the_rule(app: App) -> None:
+    reply = await put_policy(
+        app,
+        {
+            "name": "no-finance-mail",
+            "rules": [
+                {"rule_id": "cfo", "effect": "deny", "kinds": ["message"], "targets": ["cfo"],
+                 "reason": "the CEO does not write to finance directly"},
+            ],
+        },
+    )  # fmt: skip
+    assert reply.status == 201, reply.body
+    await app.register({**CEO, "policies": ["no-finance-mail"]})
+    await app.settle()
+
+    outcome = await run_turn(app, "ceo", board_request("e-1", options=["Order pizza", PAY]))
+    assert outcome["outcome"] == "denied"
+    assert outcome["messages_sent"] == []
+    assert outcome["policy"]["rule"] == "no-finance-mail/cfo"
+    assert "does not write to finance directly" in outcome["policy"]["reason"]
+    assert await messages_for_cfo() == []
+
+    agent = await app.agent("ceo")
+    assert agent["counters"]["actions_denied"] == 1
+    assert agent["counters"]["actions_taken"] == 0
+    records = await audit(app, "ceo")
+    assert kinds(records)[-2:] == ["decision:", "denial:"]
+    assert records[-1]["data"]["rule"] == "no-finance-mail/cfo"
+    assert (await verified(app, "ceo"))["valid"] is True
+
+
+async def test_a_policy_the_agent_names_but_nobody_wrote_denies_everything(app: App) -> None:
+    await app.register({**CEO, "policies": ["not-written-yet"]})
+    await app.settle()
+    outcome = await run_turn(app, "ceo", board_request("e-1"))
+    assert outcome["outcome"] == "denied"
+    assert outcome["policy"]["rule"] == "not-written-yet/missing"
+    assert "PUT /api/policies/not-written-yet" in outcome["policy"]["reason"]
+
+
+async def test_a_role_policy_limits_actions_per_day(app: App) -> None:
+    await put_policy(
+        app,
+        {
+            "name": "executive-budget",
+            "roles": ["executive"],
+            "rules": [
+                {"rule_id": "one-a-day", "effect": "limit", "kinds": ["option"],
+                 "max_calls_per_day": 1},
+            ],
+        },
+    )  # fmt: skip
+    await app.register({**CEO, "role": "executive"})
+    await app.register({**CFO, "role": "finance"})
+    await app.settle()
+
+    first = await run_turn(app, "ceo", board_request("e-1"))
+    second = await run_turn(app, "ceo", board_request("e-2"))
+    assert first["outcome"] == "act"
+    assert first["policy"]["counted"] == {"executive-budget/one-a-day": {"calls": 1, "spend": 0.0}}
+    assert second["outcome"] == "denied"
+    assert "1 of 1 calls used today" in second["policy"]["reason"]
+    usage = (await app.agent("ceo"))["policy_usage"]
+    assert usage["rules"] == {"executive-budget/one-a-day": {"calls": 1, "spend": 0.0}}
+
+    # Another role is not bound by it.
+    event = {**board_request("f-1"), "type": "finance.request"}
+    event["data"]["options"] = ["Review the budget to keep costs under control"]
+    assert (await run_turn(app, "cfo", event))["outcome"] == "act"
+    assert (await run_turn(app, "cfo", {**event, "id": "f-2"}))["outcome"] == "act"
+
+
+APPROVAL_POLICY = {
+    "name": "big-spend",
+    "rules": [
+        {"rule_id": "over-1000", "effect": "require_approval", "kinds": ["option"],
+         "cost_above": 1000, "approval_timeout_seconds": 600},
+    ],
+}  # fmt: skip
+
+
+async def awaiting_approval(app: App, agent_id: str) -> str:
+    for _ in range(200):
+        turn = (await app.agent(agent_id))["active_turn"]
+        if turn and turn.get("awaiting_approval"):
+            return turn["awaiting_approval"]
+        await app.engine.wait_until_idle(timeout=1)
+    raise AssertionError("the turn never waited for approval")
+
+
+async def answer(app: App, instance: str, decision: str, by: str) -> Reply:
+    return await app.call(
+        "send_approval", "POST", f"workflows/{instance}/approval",
+        {"decision": decision, "by": by}, route={"instance_id": instance},
+    )  # fmt: skip
+
+
+async def test_an_action_above_the_threshold_waits_for_approval_then_runs(app: App) -> None:
+    await put_policy(app, APPROVAL_POLICY)
+    await app.register({**CEO, "policies": ["big-spend"]})
+    await app.settle()
+    reply = await app.post_event("ceo", board_request("e-1", options=["Order pizza", PAY]))
+    approval_id = await awaiting_approval(app, "ceo")
+    status = await app.call(
+        "workflow_status", "GET", f"workflows/{approval_id}", route={"instance_id": approval_id}
+    )
+    assert status.body["custom_status"]["waiting_for"] == "approval"
+    assert status.body["input"]["details"]["rules"] == ["big-spend/over-1000"]
+    assert await messages_for_cfo() == []  # nothing ran yet
+
+    assert (await answer(app, approval_id, "approve", "ana")).status == 202
+    await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=30)
+    await app.settle()
+    outcome = await outcome_of(app, "ceo", "e-1")
+    assert outcome["outcome"] == "act"
+    assert outcome["policy"]["verdict"] == "approved"
+    assert len(await messages_for_cfo()) == 1
+
+    records = await audit(app, "ceo")
+    assert kinds(records)[2:] == [
+        "decision:", "approval:", "admin:answer_approval", "approval:", "action:message",
+        "action:option",
+    ]  # fmt: skip
+    assert records[3]["data"]["status"] == "requested"
+    assert records[5]["actor"] == "approver:ana"
+    assert (await verified(app, "ceo"))["valid"] is True
+
+
+async def test_a_rejected_or_expired_approval_denies_the_action(app: App) -> None:
+    await put_policy(
+        app,
+        {**APPROVAL_POLICY, "rules": [{**APPROVAL_POLICY["rules"][0],
+                                        "approval_timeout_seconds": 1}]},
+    )  # fmt: skip
+    await app.register({**CEO, "policies": ["big-spend"]})
+    await app.settle()
+    outcome = await run_turn(app, "ceo", board_request("e-1", options=["Order pizza", PAY]))
+    assert outcome["outcome"] == "denied"
+    assert outcome["policy"]["verdict"] == "expired"
+
+    await put_policy(app, APPROVAL_POLICY)
+    reply = await app.post_event("ceo", board_request("e-2", options=["Order pizza", PAY]))
+    approval_id = await awaiting_approval(app, "ceo")
+    assert (await answer(app, approval_id, "reject", "bob")).status == 202
+    await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=30)
+    await app.settle()
+    outcome = await outcome_of(app, "ceo", "e-2")
+    assert outcome["outcome"] == "denied"
+    assert outcome["policy"]["reason"] == "rejected by bob"
+    assert await messages_for_cfo() == []
+    assert (await app.agent("ceo"))["counters"]["actions_denied"] == 2
+
+
+async def test_policy_routes_and_the_governance_chain(app: App) -> None:
+    policy = {"name": "quiet", "rules": [{"rule_id": "r", "effect": "deny", "kinds": ["tool"]}]}
+    assert (await put_policy(app, policy)).status == 201
+    assert (await put_policy(app, {**policy, "description": "v2"})).status == 200
+    got = await app.call("get_policy", "GET", "policies/quiet", route={"name": "quiet"})
+    assert got.body["description"] == "v2"
+    listed = await app.call("list_policies", "GET", "policies")
+    assert [p["name"] for p in listed.body["items"]] == ["quiet"]
+
+    mismatch = await app.call(
+        "put_policy", "PUT", "policies/other", policy, route={"name": "other"}
+    )
+    assert (mismatch.status, mismatch.body["error"]["field"]) == (400, "name")
+    bad_rule = await put_policy(app, {**policy, "rules": [{"rule_id": "r", "effect": "limit"}]})
+    assert bad_rule.status == 400 and bad_rule.body["error"]["field"] == "rules.0"
+
+    deleted = await app.call("delete_policy", "DELETE", "policies/quiet", route={"name": "quiet"})
+    assert deleted.status == 204
+    gone = await app.call("get_policy", "GET", "policies/quiet", route={"name": "quiet"})
+    assert gone.status == 404
+    again = await app.call("delete_policy", "DELETE", "policies/quiet", route={"name": "quiet"})
+    assert again.status == 404
+
+    chain = await app.call("governance_audit", "GET", "governance/audit")
+    assert [r["data"]["operation"] for r in chain.body["items"]] == [
+        "create_policy", "replace_policy", "delete_policy",
+    ]  # fmt: skip
+    check = await app.call("verify_governance_audit", "GET", "governance/audit/verify")
+    assert check.body["valid"] is True and check.body["records"] == 3
