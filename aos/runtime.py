@@ -19,10 +19,6 @@ _stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, AgentS
 
 
 def settings() -> Settings:
-    """The settings in force, with Key Vault references resolved (once per process)."""
-    from aos.governance.secrets import resolve_process_secrets
-
-    resolve_process_secrets()
     return Settings.from_env()
 
 

@@ -25,7 +25,9 @@ from aos.agents.models import (
     Slug,
     utcnow,
 )
+from aos.agents.state import Lifecycle
 from aos.errors import AOSError
+from aos.governance.audit import agent_actor
 from aos.governance.policy import Verdict, evaluate, resolve_approval
 from aos.observability.tracing import current_traceparent, span
 from aos.settings import Settings
@@ -149,10 +151,6 @@ class PolicyViolationError(AOSError):
     code = "policy_violation"
 
 
-def agent_actor(agent_id: str) -> str:
-    return f"agent:{agent_id}"
-
-
 def correlation(event: EventEnvelope) -> str:
     return event.correlationid or event.id
 
@@ -163,10 +161,16 @@ async def govern(
     event: EventEnvelope,
     decision: Decision | None,
     now: datetime,
+    approval: dict[str, Any] | None = None,
 ) -> Verdict:
     """The policy check before any action: the verdict of the policies binding the agent on
     what the decision would do. The decision, and a denial or approval request, go to the
-    agent's audit chain."""
+    agent's audit chain.
+
+    After an approval wait the turn asks again, with the person's `approval` answer and a fresh
+    snapshot: policies that now deny the action, or an agent paused or retired meanwhile, win
+    over an approval; otherwise the answer decides.
+    """
     agent_id = snapshot.definition.agent_id
     with span("activity turn_govern", event.traceparent, {"aos.agent_id": agent_id}):
         policies = await store.policies.binding(snapshot.definition)
@@ -174,18 +178,10 @@ async def govern(
         if decision is None:
             return verdict
         audit = TurnAudit(store, agent_id, event)
-        await audit.record(
-            "decision",
-            "decision",
-            {
-                "decision_id": decision.decision_id,
-                "outcome": decision.outcome,
-                "chosen": decision.chosen,
-                "method": decision.method,
-                "cost": decision.cost,
-                "policies": verdict.policies,
-            },
-        )
+        if approval is not None:
+            return await _settle_approval(audit, verdict, approval, snapshot.lifecycle)
+        summary = {**decision.summary(), "policies": verdict.policies}
+        await audit.record("decision", "decision", summary)
         if verdict.status == "denied":
             await audit.record("denial", "denial", _denial(verdict))
         elif verdict.status == "approval_required":
@@ -196,6 +192,30 @@ async def govern(
                 {"status": "requested", "reason": verdict.reason, **verdict.approval.model_dump()},
             )
         return verdict
+
+
+async def _settle_approval(
+    audit: TurnAudit, verdict: Verdict, approval: dict[str, Any], lifecycle: Lifecycle
+) -> Verdict:
+    if lifecycle in (Lifecycle.PAUSED, Lifecycle.RETIRED):
+        verdict = verdict.model_copy(
+            update={
+                "status": "denied",
+                "reason": f"the agent was {lifecycle.value} while the approval was pending",
+                "counted": {},
+            }
+        )
+    verdict = resolve_approval(verdict, approval)
+    by = approval.get("by")
+    await audit.record(
+        "approval",
+        "approval-answered",
+        {"status": verdict.status, "answer": approval.get("status"), "reason": verdict.reason},
+        actor=f"approver:{by}" if by else None,
+    )
+    if not verdict.executable:
+        await audit.record("denial", "denial-after-approval", _denial(verdict))
+    return verdict
 
 
 def _denial(verdict: Verdict) -> dict[str, Any]:
@@ -237,7 +257,7 @@ async def act(
     verdict: Verdict,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Carry out the decision, which `verdict` must allow: publish its messages to other agents
-    and make its MCP tool calls. Each effect goes to the audit chain. Returns the message ids
+    and make its MCP tool calls, each recorded in the audit chain first. Returns the message ids
     and the tool results (a failed call is a result, not an error)."""
     from aos.mcp.client import call_tools
     from aos.messaging.publisher import publisher_from_settings
@@ -251,26 +271,28 @@ async def act(
             field="verdict",
         )
     with span("activity turn_act", event.traceparent, {"aos.agent_id": agent_id}):
+        # Each effect is recorded just before it is made (keyed, so a retry records nothing
+        # twice): a failure to record stops the turn before anything happens, not after.
         audit = TurnAudit(store, agent_id, event)
         messages = outgoing_messages(agent_id, event, decision, current_traceparent())
-        if messages:
-            async with publisher_from_settings(settings, store.clients) as publisher:
-                await publisher.publish(settings.messages_topic, messages)
         for message in messages:
             data = {"kind": "message", "type": message.type, "to": message.subject}
             await audit.record("action", f"message/{message.id}", {**data, "id": message.id})
-        tools = []
-        if decision.tool_calls:
-            results = await call_tools(definition.mcp_servers, decision.tool_calls)
-            tools = [result.model_dump() for result in results]
-        for index, (call, result) in enumerate(zip(decision.tool_calls, tools, strict=True)):
+        for index, call in enumerate(decision.tool_calls):
             data = {"kind": "tool", "server": call.server, "tool": call.tool}
-            await audit.record("action", f"tool/{index}", {**data, "error": result.get("error")})
+            await audit.record("action", f"tool/{index}", data)
         await audit.record(
             "action",
             "option",
             {"kind": "option", "action": decision.chosen, "cost": decision.cost},
         )
+        if messages:
+            async with publisher_from_settings(settings, store.clients) as publisher:
+                await publisher.publish(settings.messages_topic, messages)
+        tools = []
+        if decision.tool_calls:
+            results = await call_tools(definition.mcp_servers, decision.tool_calls)
+            tools = [result.model_dump() for result in results]
         return [m.id for m in messages], tools
 
 
@@ -282,26 +304,10 @@ async def act_on_verdict(
     decision: Decision | None,
     definition: AgentDefinition,
     verdict: Verdict,
-    approval: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The turn's act step: settle an approval if there was one, then act if the verdict allows,
-    and return the turn's outcome."""
-    if approval is not None:
-        verdict = resolve_approval(verdict, approval)
-        audit = TurnAudit(store, agent_id, event)
-        await audit.record(
-            "approval",
-            "approval-answered",
-            {
-                "status": verdict.status,
-                "reason": verdict.reason,
-                "rules": verdict.approval.rules if verdict.approval else [],
-            },
-            actor=f"approver:{approval['by']}" if approval.get("by") else None,
-        )
-        if not verdict.executable:
-            await audit.record("denial", "denial", _denial(verdict))
-    sent, tools = [], []
+    """The turn's act step: act if the verdict allows, and return the turn's outcome."""
+    sent: list[str] = []
+    tools: list[dict[str, Any]] = []
     if verdict.executable:
         sent, tools = await act(settings, store, agent_id, event, decision, definition, verdict)
     return turn_outcome(decision, sent, tools=tools, verdict=verdict)
@@ -366,8 +372,8 @@ async def full_event(store: AgentStore, agent_id: Slug, event: dict[str, Any]) -
 async def decide_task(
     store: AgentStore, snapshot: dict[str, Any], task: dict[str, Any], workflow: str, step: int
 ) -> Decision:
-    """An agent's decision on a workflow's task (no event: the decision id is fresh). It goes to
-    the agent's audit chain, once per workflow step however often the activity is retried."""
+    """An agent's decision on a workflow's task, its id derived from the workflow and step. It
+    goes to the agent's audit chain once, however often the activity is retried."""
     state = Snapshot.model_validate(snapshot)
     agent_id = state.definition.agent_id
     with span("activity agent_decide", None, {"aos.agent_id": agent_id}):
@@ -376,20 +382,14 @@ async def decide_task(
             state.goals,
             DecisionContext.model_validate(task),
             DeterministicAlignmentScorer(),
-            decision_id_for(agent_id, None),
+            decision_id_for(agent_id, f"{workflow}/{step}"),  # the same on a retry
         )
         await store.audit.append(
             agent_id,
             "decision",
             actor=agent_actor(agent_id),
             key=f"workflow/{workflow}/{step}/decision",
-            data={
-                "workflow": workflow,
-                "decision_id": decision.decision_id,
-                "outcome": decision.outcome,
-                "chosen": decision.chosen,
-                "method": decision.method,
-            },
+            data={"workflow": workflow, **decision.summary()},
             correlation_id=workflow,
         )
         return decision

@@ -7,11 +7,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from aos.agents.models import EventEnvelope
 from aos.delivery import deliver, workflow_start
 from aos.errors import AOSError
+from aos.governance.audit import GOVERNANCE_CHAIN
 from aos.messaging.envelope import from_message
 from aos.observability.tracing import span
 from aos.runtime import agent_store
+from aos.workflows.multi import named_agents
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +34,35 @@ async def on_message(message: Any, client: Any, kind: str) -> None:
         raise
     attributes = {"aos.event_id": event.id, "aos.event_type": event.type}
     with span(f"receive {kind}", event.traceparent, attributes):
-        started = workflow_start(event)
+        # Only external events start workflows: an agent's message was judged by its policies
+        # as a message to an agent, not as the start of a workflow, so it is delivered as one.
+        started = workflow_start(event) if kind == "event" else None
         if started is not None:
-            orchestrator, instance_id, request = started
-            status = await client.get_status(instance_id)
-            if getattr(status, "runtime_status", None) is None:
-                await client.start_new(orchestrator, instance_id, request)
+            await start_workflow_once(client, event, *started)
             return
         deliveries = await deliver(client, agent_store(), event)
         logger.info(
             "%s %s delivered to %s", kind, event.id, [d.agent_id for d in deliveries] or "nobody"
         )
+
+
+async def start_workflow_once(
+    client: Any, event: EventEnvelope, orchestrator: str, instance_id: str, request: dict
+) -> None:
+    """Start the workflow an `aos.workflow.start` event asks for, once per event id, recorded
+    (before it starts) in the audit chain of every agent it names."""
+    status = await client.get_status(instance_id)
+    if getattr(status, "runtime_status", None) is not None:
+        return
+    store = agent_store()
+    data = {"operation": "start_workflow", "workflow": orchestrator, "instance_id": instance_id}
+    for chain in named_agents(request) or [GOVERNANCE_CHAIN]:
+        await store.audit.append(
+            chain,
+            "admin",
+            actor=f"event:{event.source}",
+            key=f"event/{event.id}/start_workflow",
+            data=data,
+            correlation_id=event.correlationid or event.id,
+        )
+    await client.start_new(orchestrator, instance_id, request)

@@ -70,6 +70,7 @@ async def turn_govern(payload: dict[str, Any]) -> dict[str, Any]:
         EventEnvelope.model_validate(payload["event"]),
         Decision.model_validate(raw) if raw else None,
         datetime.fromisoformat(payload["now"]),
+        payload.get("approval"),
     )
     return verdict.model_dump(mode="json")
 
@@ -90,7 +91,6 @@ async def turn_act(payload: dict[str, Any]) -> dict[str, Any]:
         Decision.model_validate(raw) if raw else None,
         AgentDefinition.model_validate(payload["definition"]),
         Verdict.model_validate(payload["verdict"]),
-        payload.get("approval"),
     )
 
 

@@ -22,7 +22,7 @@ async def respond(
         route_params=dict(req.route_params),
         headers={k.lower(): v for k, v in req.headers.items()},
     )
-    response = await handle(request, client, agent_store(), handler, *args)
+    response = await handle(request, client, agent_store, handler, *args)
     headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
     content_type = response.headers.get("content-type") or response.headers.get("Content-Type")
     return func.HttpResponse(

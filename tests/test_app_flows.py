@@ -76,7 +76,8 @@ async def test_event_wakes_the_agent_and_the_turn_is_recorded(app: App) -> None:
     await app.settle()
     reply = await app.post_event("ceo", board_request("e-1"))
     assert reply.status == 202
-    assert reply.body["status"]["statusQueryGetUri"].startswith("http://")
+    assert reply.body["history_uri"] == "/api/agents/ceo/history"
+    assert "status" not in reply.body  # the Durable management URLs carry the system key
     status = await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=30)
     assert status["runtimeStatus"] == "Completed"
     await app.settle()
@@ -261,6 +262,15 @@ async def test_malformed_message_fails_with_its_reason(
     assert "malformed event m-1" in caplog.text
 
 
+async def trigger(app: App, function: str, event: dict) -> None:
+    """Run a Service Bus trigger of the app on `event`, as a structured-mode CloudEvent."""
+    handler = app_functions()[function].get_user_function()
+    await handler(
+        message=service_bus_message(json.dumps(event).encode()),
+        client=app.api.client_binding_json(),
+    )
+
+
 async def test_workflow_start_event_starts_it_once(app: App) -> None:
     await app.register(CEO)
     await app.settle()
@@ -274,16 +284,40 @@ async def test_workflow_start_event_starts_it_once(app: App) -> None:
             "input": {"agents": ["ceo"], "task": {"options": ["Plan growth", "Order pizza"]}},
         },
     }
-    handler = app_functions()["on_event"].get_user_function()
     for _ in range(2):
-        await handler(
-            message=service_bus_message(json.dumps(event).encode()),
-            client=app.api.client_binding_json(),
-        )
+        await trigger(app, "on_event", event)
     status = await app.engine.wait_for("workflow-wf-1", timeout=30)
     assert status["output"]["chosen"] == "Plan growth"
     listed = await app.engine.list_instances(instance_id_prefix="workflow-")
     assert len(listed[0] if isinstance(listed, tuple) else listed) == 1
+    await app.settle()
+    chain = await app.call("agent_audit", "GET", "agents/ceo/audit", route={"agent_id": "ceo"})
+    started = [r for r in chain.body["items"] if r["data"].get("operation") == "start_workflow"]
+    assert [(r["actor"], r["data"]["instance_id"]) for r in started] == [
+        ("event:/ops", "workflow-wf-1")
+    ]
+    decided = [r for r in chain.body["items"] if r["kind"] == "decision"]
+    assert [(r["correlation_id"], r["data"]["chosen"]) for r in decided] == [
+        ("workflow-wf-1", "Plan growth")
+    ]
+
+
+async def test_an_agent_message_cannot_start_a_workflow(app: App) -> None:
+    """Policies judged it as a message to an agent; it is delivered as one, nothing starts."""
+    await app.register({**CEO, "subscriptions": ["aos.workflow.start"]})
+    await app.settle()
+    event = {
+        "specversion": "1.0",
+        "id": "sneaky",
+        "source": "/aos/agents/cfo",
+        "type": "aos.workflow.start",
+        "data": {"workflow": "heartbeat", "input": {"agent_id": "ceo", "interval_seconds": 1}},
+    }
+    await trigger(app, "on_agent_message", event)
+    await app.settle()
+    listed = await app.engine.list_instances(instance_id_prefix="workflow-")
+    assert len(listed[0] if isinstance(listed, tuple) else listed) == 0
+    assert (await app.agent("ceo"))["counters"]["events_received"] == 1
 
 
 # -- workflows ---------------------------------------------------------------------------------

@@ -323,6 +323,20 @@ class PurposeDrivenAgent:
                 f"agent '{self.agent_id}' cannot decide now: {made.fallback_reason}; "
                 "the event is kept, deliver it again later"
             )
+        if self._store is not None:
+            # Into the agent's audit chain, once per decision id (an event's is fixed, so a
+            # redelivered event adds nothing).
+            from aos.governance.audit import agent_actor
+
+            decision = made.decision
+            await self._store.audit.append(
+                self.agent_id,
+                "decision",
+                actor=agent_actor(self.agent_id),
+                key=f"decision/{decision.decision_id}",
+                data={"event_id": context.event_id, **decision.summary()},
+                correlation_id=context.event_id or decision.decision_id,
+            )
         return made.decision, made.usage.model_dump()
 
     def _clients(self) -> Any:

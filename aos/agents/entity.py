@@ -301,6 +301,8 @@ def commit_turn(entity: AgentEntityState | None, payload: Any, key: str) -> tupl
         if state.lifecycle is Lifecycle.AWAKE:
             state.transition(Lifecycle.SLEEPING, now)
         return entity, Grant(status="deferred").model_dump(mode="json")
+    # What ran counts against the limits, even if the turn failed after acting.
+    entity.policy_usage.add(now.date(), outcome.counted or {})
     pending = next(p for p in entity.queue if p.event.id == outcome.event_id)
     entity.queue.remove(pending)
     state.processed_event_ids = [*state.processed_event_ids, pending.event.id]
@@ -316,7 +318,6 @@ def commit_turn(entity: AgentEntityState | None, payload: Any, key: str) -> tupl
         state.remember("failure", f"turn for {outcome.event_id} failed: {outcome.error}", now)
     elif outcome.status == "decided":
         state.counters.decisions += 1
-        entity.policy_usage.add(now.date(), outcome.counted or {})
         if outcome.decision_outcome == "denied":
             state.counters.actions_denied += 1
             state.remember("denial", f"did not {outcome.chosen}: {outcome.reason}", now)

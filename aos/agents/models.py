@@ -304,5 +304,15 @@ class Decision(Model):
         chosen = self._chosen_option()
         return chosen.cost if chosen else 0.0
 
+    def summary(self) -> dict[str, Any]:
+        """What an audit record keeps of a decision."""
+        return {
+            "decision_id": self.decision_id,
+            "outcome": self.outcome,
+            "chosen": self.chosen,
+            "method": self.method,
+            "cost": self.cost,
+        }
+
     def _chosen_option(self) -> ScoredOption | None:
         return next((o for o in self.options if o.action == self.chosen), None)

@@ -83,9 +83,12 @@ def _summary(definition: AgentDefinition, lifecycle: str) -> dict[str, Any]:
 async def register(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     body = request.json(RegisterAgent)
     agent_id = body.definition.agent_id
+    if await store.registry.exists(agent_id):  # 409 before anything is recorded
+        raise AlreadyExistsError(f"agent '{agent_id}' already exists", field="agent_id")
+    await audit_change(store, request, agent_id, "register", _definition_record(body.definition))
     state = AgentState(agent_id=agent_id)
     state.transition(Lifecycle.SLEEPING, utcnow())
-    await store.registry.register(body.definition, state)  # 409 if the id is taken
+    await store.registry.register(body.definition, state)  # 409 if it was taken meanwhile
     try:
         await client.signal_entity(
             _entity(agent_id),
@@ -99,7 +102,6 @@ async def register(request: ApiRequest, client: Any, store: AgentStore) -> ApiRe
     except BaseException:
         await store.registry.delete(agent_id)  # nothing half written
         raise
-    await audit_change(store, request, agent_id, "register", _definition_record(body.definition))
     return ApiResponse(
         201,
         {"agent": _summary(body.definition, "sleeping")},
@@ -169,6 +171,9 @@ async def update_agent(request: ApiRequest, client: Any, store: AgentStore) -> A
         raise ConcurrencyError(
             f"agent '{agent_id}' changed since the ETag you sent; read it again", field="If-Match"
         )
+    await audit_change(
+        store, request, agent_id, "update_definition", _definition_record(definition)
+    )
     saved = await store.registry.save(record.model_copy(update={"definition": definition}))
     await client.signal_entity(
         _entity(agent_id),
@@ -177,9 +182,6 @@ async def update_agent(request: ApiRequest, client: Any, store: AgentStore) -> A
             "definition": definition.model_dump(mode="json"),
             "revision": saved.updated_at.isoformat(),  # the registry's order of updates
         },
-    )
-    await audit_change(
-        store, request, agent_id, "update_definition", _definition_record(definition)
     )
     return ApiResponse(
         200,
@@ -214,10 +216,10 @@ async def change_lifecycle(
         probe = AgentState(agent_id=agent_id, lifecycle=current)
         if not probe.can_transition(target):
             raise InvalidTransitionError(current.value, target.value)
+    await audit_change(store, request, agent_id, operation, {"from": current.value})
     # The registry's copy (for listing by lifecycle) first: if it cannot be written, nothing is.
     await _record_lifecycle(store, agent_id, target)
     await client.signal_entity(_entity(agent_id), operation, {"now": utcnow().isoformat()})
-    await audit_change(store, request, agent_id, operation, {"from": current.value})
     body: dict[str, Any] = {"agent_id": agent_id, "lifecycle": target.value}
     if target is Lifecycle.SLEEPING and entity["queue"]:
         body["drain"] = (await ensure_turn(client, agent_id, None)).model_dump()
@@ -251,17 +253,17 @@ async def post_event(request: ApiRequest, client: Any, store: AgentStore) -> Api
         )
     await store.registry.get(agent_id)  # 404 for an unknown agent, before anything is written
     event = event.model_copy(update={"subject": agent_id})
-    (delivery,) = await deliver(client, store, event, only=agent_id)
     await audit_change(
         store, request, agent_id, "post_event", {"event_id": event.id, "type": event.type}
     )
+    (delivery,) = await deliver(client, store, event, only=agent_id)
     return ApiResponse(
         202,
         {
             "event_id": event.id,
             "agent_id": agent_id,
             "turn": delivery.model_dump(),
-            "status": client.create_http_management_payload(delivery.instance_id),
+            "history_uri": f"/api/agents/{agent_id}/history",
         },
     )
 
@@ -279,13 +281,13 @@ async def add_goal(request: ApiRequest, client: Any, store: AgentStore) -> ApiRe
             field="goals",
         )
     goal_id = goal.goal_id or f"g-{uuid4().hex[:12]}"
+    await audit_change(
+        store, request, agent_id, "add_goal", {"goal_id": goal_id, "description": goal.description}
+    )
     await client.signal_entity(
         _entity(agent_id),
         "add_goal",
         {"description": goal.description, "goal_id": goal_id, "now": utcnow().isoformat()},
-    )
-    await audit_change(
-        store, request, agent_id, "add_goal", {"goal_id": goal_id, "description": goal.description}
     )
     return ApiResponse(
         202, {"goal_id": goal_id, "description": goal.description, "agent_id": agent_id}
@@ -300,13 +302,13 @@ async def update_goal(request: ApiRequest, client: Any, store: AgentStore) -> Ap
     entity = await _entity_state(client, agent_id)
     if not any(g["goal_id"] == goal_id for g in entity["state"]["goals"]):
         raise NotFoundError(f"agent '{agent_id}' has no goal '{goal_id}'", field="goal_id")
+    await audit_change(
+        store, request, agent_id, "update_goal", {"goal_id": goal_id, "progress": change.progress}
+    )
     await client.signal_entity(
         _entity(agent_id),
         "update_goal_progress",
         {"goal_id": goal_id, "progress": change.progress, "now": utcnow().isoformat()},
-    )
-    await audit_change(
-        store, request, agent_id, "update_goal", {"goal_id": goal_id, "progress": change.progress}
     )
     return ApiResponse(202, {"goal_id": goal_id, "progress": change.progress})
 

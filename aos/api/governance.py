@@ -4,6 +4,7 @@ helper every handler uses to put an admin change in the audit trail."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -18,13 +19,16 @@ from aos.storage.store import AgentStore
 async def audit_change(
     store: AgentStore, request: ApiRequest, chain: str, operation: str, data: dict[str, Any]
 ) -> None:
-    """Record an admin change, made by the authenticated caller, in `chain` (an agent's, or the
-    governance chain). A retried request with the same request id is recorded once."""
+    """Record an admin change by the authenticated caller in `chain` (an agent's, or the
+    governance chain). Handlers call it once the request is validated and before the change is
+    made, so no change escapes the chain (one that then fails leaves its attempt there). The
+    same request retried (same request id and content) is recorded once."""
+    content = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     await store.audit.append(
         chain,
         "admin",
         actor=request.actor,
-        key=f"admin/{request.request_id}/{operation}",
+        key=f"admin/{request.request_id}/{operation}/{content[:16]}",
         data={"operation": operation, "request_id": request.request_id, **data},
         correlation_id=request.correlation_id,
     )
@@ -65,7 +69,7 @@ async def put_policy(request: ApiRequest, client: Any, store: AgentStore) -> Api
         raise InvalidInputError(
             f"name in the body ('{policy.name}') must match the URL ('{name}')", field="name"
         )
-    _, created = await store.policies.put(policy)
+    created = not await store.policies.exists(policy.name)
     await audit_change(
         store,
         request,
@@ -79,14 +83,16 @@ async def put_policy(request: ApiRequest, client: Any, store: AgentStore) -> Api
             "sha256": fingerprint(policy),
         },
     )
+    await store.policies.put(policy)
     return ApiResponse(201 if created else 200, policy.model_dump(mode="json"))
 
 
 @requires("admin")
 async def delete_policy(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     name = request.slug("name")
-    await store.policies.delete(name)
+    await store.policies.get(name)  # 404 for an unknown policy, before anything is recorded
     await audit_change(store, request, GOVERNANCE_CHAIN, "delete_policy", {"name": name})
+    await store.policies.delete(name)
     return ApiResponse(204)
 
 

@@ -205,10 +205,14 @@ def from_validation_error(exc: ValidationError) -> InvalidInputError:
 
 
 async def handle(
-    request: ApiRequest, client: Any, store: Any, handler: Callable[..., Any], *args: Any
+    request: ApiRequest,
+    client: Any,
+    store: Callable[[], Any],
+    handler: Callable[..., Any],
+    *args: Any,
 ) -> ApiResponse:
-    """Serve one admin API request: size check, caller and role check, then the handler. Every
-    failure becomes a JSON error answer."""
+    """Serve one admin API request: size check, caller and role check, then the handler with
+    the `store()`. Every failure becomes a JSON error answer."""
     from aos.governance.auth import Role, require
 
     try:
@@ -217,7 +221,7 @@ async def handle(
         if role is None:  # fail closed: a handler must say who may call it
             raise TypeError(f"handler {handler.__qualname__} declares no required role")
         request.caller = await require(request.headers, request.params, Role(role))
-        return await handler(request, client, store, *args)
+        return await handler(request, client, store(), *args)
     except Exception as exc:
         return error_response(exc)
 

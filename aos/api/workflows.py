@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 from aos.api.governance import audit_change
 from aos.api.http import ApiRequest, ApiResponse, requires
@@ -13,6 +14,7 @@ from aos.errors import (
     PermissionDeniedError,
 )
 from aos.governance.audit import GOVERNANCE_CHAIN
+from aos.governance.auth import Role
 from aos.storage.store import AgentStore
 from aos.workflows.multi import (
     APPROVAL_EVENT,
@@ -20,8 +22,10 @@ from aos.workflows.multi import (
     Approval,
     ApprovalRequest,
     json_text_value,
+    named_agents,
     orchestrator_name,
 )
+from aos.workflows.turn import approval_instance_id
 
 
 @requires("operator")
@@ -32,25 +36,21 @@ async def start(request: ApiRequest, client: Any, store: AgentStore) -> ApiRespo
             f"no workflow '{name}'; available: {', '.join(WORKFLOWS)}", field="workflow"
         )
     body = request.json(WORKFLOWS[name])
-    agents = getattr(body, "agents", None) or [getattr(body, "agent_id", None)]
-    for agent_id in filter(None, agents):
+    agents = named_agents(body.model_dump())
+    for agent_id in agents:
         await store.registry.get(agent_id)  # every named agent must exist
-    instance_id = await client.start_new(
-        orchestrator_name(name), None, body.model_dump(mode="json")
-    )
-    for agent_id in [a for a in agents if a] or [GOVERNANCE_CHAIN]:
+    instance_id = f"workflow-{uuid4().hex}"
+    for chain in agents or [GOVERNANCE_CHAIN]:
         await audit_change(
-            store,
-            request,
-            agent_id,
-            "start_workflow",
-            {"workflow": name, "instance_id": instance_id},
+            store, request, chain, "start_workflow", {"workflow": name, "instance_id": instance_id}
         )
-    urls = client.create_http_management_payload(instance_id)
+    await client.start_new(orchestrator_name(name), instance_id, body.model_dump(mode="json"))
+    # AOS's own status route, not the Durable management URLs: those carry the system key.
+    status_uri = f"/api/workflows/{instance_id}"
     return ApiResponse(
         202,
-        {"id": instance_id, "workflow": name, **urls},
-        {"Location": urls["statusQueryGetUri"]},
+        {"id": instance_id, "workflow": name, "status_uri": status_uri},
+        {"Location": status_uri},
     )
 
 
@@ -100,25 +100,49 @@ async def approve(request: ApiRequest, client: Any, store: AgentStore) -> ApiRes
         raise InvalidTransitionError(runtime.lower(), "approved")
     asked = ApprovalRequest.model_validate(json_text_value(status.input_))
     check_approver(request.caller, asked.approvers)
-    await client.raise_event(instance_id, APPROVAL_EVENT, answer.model_dump(mode="json"))
-    details = asked.details if isinstance(asked.details, dict) else {}
+    if request.caller is not None and request.caller.kind != "key":
+        # A signed-in person answers as who they are, whatever the body says.
+        answer = answer.model_copy(update={"by": request.caller.name or request.caller.subject})
+    chain = _approval_chain(instance_id, asked)
     await audit_change(
         store,
         request,
-        details.get("agent_id") or GOVERNANCE_CHAIN,
+        chain,
         "answer_approval",
         {"instance_id": instance_id, "subject": asked.subject, **answer.model_dump(mode="json")},
     )
+    await client.raise_event(instance_id, APPROVAL_EVENT, answer.model_dump(mode="json"))
     return ApiResponse(202, {"id": instance_id, "sent": answer.model_dump(mode="json")})
 
 
+def _approval_chain(instance_id: str, asked: ApprovalRequest) -> str:
+    """The agent's chain for a turn's approval (its instance id proves whose it is); the
+    governance chain for one started by hand, whose details anyone could have written."""
+    details = asked.details if isinstance(asked.details, dict) else {}
+    agent_id, event_id = details.get("agent_id"), details.get("event_id")
+    if (
+        isinstance(agent_id, str)
+        and isinstance(event_id, str)
+        and instance_id == approval_instance_id(agent_id, event_id)
+    ):
+        return agent_id
+    return GOVERNANCE_CHAIN
+
+
 def check_approver(caller: Any, approvers: list[str]) -> None:
-    """When an approval names its approvers, a signed-in person must be one of them (by name or
-    object id). Function keys carry no person: their holders are trusted as administrators."""
-    if not approvers or caller is None or caller.kind == "key":
+    """When an approval names its approvers, only they may answer: a signed-in user by user
+    name or object id; not an application acting as itself; a function key only with the
+    admin role (a key names no person)."""
+    if not approvers or caller is None:
         return
-    names = {value.lower() for value in (caller.name, caller.subject) if value}
-    if not names & {approver.lower() for approver in approvers}:
+    if caller.kind == "key":
+        if caller.role == Role.ADMIN:
+            return
+        allowed = False
+    else:
+        names = {value.lower() for value in (caller.name, caller.subject) if value}
+        allowed = not caller.app_only and bool(names & {a.lower() for a in approvers})
+    if not allowed:
         raise PermissionDeniedError(
             f"{caller.actor} is not among this approval's approvers ({', '.join(approvers)})",
             field="approvers",

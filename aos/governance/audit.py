@@ -72,6 +72,11 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def agent_actor(agent_id: str) -> str:
+    """The actor of what an agent does itself (its decisions and actions)."""
+    return f"agent:{agent_id}"
+
+
 def check_chain(chain: str) -> str:
     """A chain id: an agent id, or `_governance` for changes that are nobody's in particular."""
     try:

@@ -27,22 +27,23 @@ class PolicyStore:
         self._tables = TableSet(clients.tables())
         self.table_name = f"{settings.storage_prefix}policies"
 
-    async def put(self, policy: Policy) -> tuple[Policy, bool]:
-        """Create or replace a policy. Returns it and whether it is new."""
+    async def put(self, policy: Policy) -> None:
+        """Create or replace a policy."""
         table = await self._tables.get(self.table_name)
         entity = {
             "PartitionKey": _PARTITION,
             "RowKey": policy.name,
             "body": policy.model_dump_json(),
         }
-        try:
-            await self.get(policy.name)
-            created = False
-        except NotFoundError:
-            created = True
         with storage_errors(f"policy '{policy.name}'", field="name"):
             await table.upsert_entity(entity)
-        return policy, created
+
+    async def exists(self, name: Slug) -> bool:
+        try:
+            await self.get(name)
+        except NotFoundError:
+            return False
+        return True
 
     async def get(self, name: Slug) -> Policy:
         table = await self._tables.get(self.table_name)
@@ -51,7 +52,6 @@ class PolicyStore:
         return _from_entity(entity)
 
     async def delete(self, name: Slug) -> None:
-        await self.get(name)  # a missing policy is a 404, not a silent success
         table = await self._tables.get(self.table_name)
         with storage_errors(f"policy '{name}'", field="name"):
             await table.delete_entity(_PARTITION, name)

@@ -20,7 +20,7 @@ import fnmatch
 import hashlib
 import json
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -30,6 +30,7 @@ ActionKind = Literal["option", "message", "tool"]
 ACTION_KINDS: tuple[ActionKind, ...] = ("option", "message", "tool")
 Pattern = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 MAX_APPROVAL_TIMEOUT = 7 * 24 * 3600
+MAX_APPROVERS = 20  # of one approval request
 
 
 class Action(Model):
@@ -63,7 +64,7 @@ class PolicyRule(Model):
         None, ge=0, description="require_approval: only when the option's cost exceeds this."
     )
     approvers: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
-        default_factory=list, max_length=20
+        default_factory=list, max_length=MAX_APPROVERS
     )
     approval_timeout_seconds: int = Field(3600, ge=1, le=MAX_APPROVAL_TIMEOUT)
     reason: Annotated[str, StringConstraints(max_length=500)] = ""
@@ -73,7 +74,8 @@ class PolicyRule(Model):
         is_limit = self.effect == "limit"
         if is_limit and self.max_calls_per_day is None and self.max_spend_per_day is None:
             raise ValueError("a limit rule needs max_calls_per_day or max_spend_per_day")
-        if not is_limit and (self.max_calls_per_day is not None or self.max_spend_per_day):
+        limits = (self.max_calls_per_day, self.max_spend_per_day)
+        if not is_limit and any(limit is not None for limit in limits):
             raise ValueError("max_calls_per_day and max_spend_per_day belong to limit rules")
         if self.effect != "require_approval" and (self.cost_above is not None or self.approvers):
             raise ValueError("cost_above and approvers belong to require_approval rules")
@@ -82,9 +84,8 @@ class PolicyRule(Model):
     def matches(self, action: Action) -> bool:
         if action.kind not in self.kinds:
             return False
-        target = action.target or ""
-        return _any_match(self.actions, action.name) and (
-            _any_match(self.targets, target) or (not target and "*" in self.targets)
+        return _any_match(self.actions, action.name) and _any_match(
+            self.targets, action.target or ""
         )
 
 
@@ -259,6 +260,13 @@ def evaluate(
     if needing:
         refs = [f"{p.name}/{r.rule_id}" for p, r in needing]
         approvers = sorted({a for _, r in needing for a in r.approvers})
+        if len(approvers) > MAX_APPROVERS:
+            return Verdict(
+                status="denied",
+                reason=f"the rules {', '.join(refs)} name {len(approvers)} approvers together; "
+                f"an approval takes at most {MAX_APPROVERS}: give them fewer",
+                rule=refs[0], action=actions[0], **base,
+            )  # fmt: skip
         return Verdict(
             status="approval_required",
             reason=f"{actions[0].describe()} needs a person's approval ({', '.join(refs)})",
@@ -284,22 +292,19 @@ def _over_limit(rule: PolicyRule, used: RuleUsage, calls: int, spend: float) -> 
     return None
 
 
-def resolve_approval(verdict: Verdict, answer: dict) -> Verdict:
-    """The verdict once the approval workflow has answered (approved, rejected or expired)."""
-    status = answer.get("status")
-    if verdict.status != "approval_required" or status not in ("approved", "rejected", "expired"):
+def resolve_approval(verdict: Verdict, answer: dict[str, Any]) -> Verdict:
+    """The verdict once the approval workflow has answered. `verdict` is the policies' verdict
+    judged again after the wait: if they now deny the action, it stays denied; otherwise the
+    person's answer (approved, rejected, or expired) decides."""
+    if verdict.status == "denied":
         return verdict
+    status = answer.get("status")
     by = answer.get("by")
-    reason = {
-        "approved": f"approved by {by}",
-        "rejected": f"rejected by {by}"
-        + (f": {answer['comment']}" if answer.get("comment") else ""),
-        "expired": "no one answered the approval request in time",
-    }[status]
-    return verdict.model_copy(
-        update={
-            "status": status,
-            "reason": reason,
-            "counted": verdict.counted if status == "approved" else {},
-        }
-    )
+    if status == "approved":
+        return verdict.model_copy(update={"status": "approved", "reason": f"approved by {by}"})
+    if status == "rejected":
+        comment = f": {answer['comment']}" if answer.get("comment") else ""
+        reason = f"rejected by {by}{comment}"
+    else:
+        status, reason = "expired", "no one answered the approval request in time"
+    return verdict.model_copy(update={"status": status, "reason": reason, "counted": {}})

@@ -19,13 +19,13 @@ Key Vault references
 ``AOS_KEY_VAULT_URL`` and ``AOS_KEY_VAULT_SECRETS``
     ``AOS_KEY_VAULT_URL`` is the vault of the app (the ARM template sets it);
     ``AOS_KEY_VAULT_SECRETS`` is a comma-separated list of setting names, e.g.
-    ``ServiceBusConnection,AOS_INFERENCE_API_KEY``. Each listed setting that is not set in the
+    ``ServiceBusConnection,AOS_INFERENCE_KEY``. Each listed setting that is not set in the
     environment (or is empty) is read from that vault, from the secret named after the setting.
     Key Vault secret names allow only letters, digits and dashes, so the name is the setting
     name with ``__`` replaced by ``--`` and then ``_`` by ``-``:
 
     - ``ServiceBusConnection`` -> ``ServiceBusConnection``
-    - ``AOS_INFERENCE_API_KEY`` -> ``AOS-INFERENCE-API-KEY``
+    - ``AOS_INFERENCE_KEY`` -> ``AOS-INFERENCE-KEY``
     - ``ServiceBusConnection__fullyQualifiedNamespace`` ->
       ``ServiceBusConnection--fullyQualifiedNamespace``
 

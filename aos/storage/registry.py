@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from aos.agents.models import AgentDefinition, Slug, utcnow
 from aos.agents.state import AgentState, Lifecycle, load_state
-from aos.errors import InvalidInputError
+from aos.errors import InvalidInputError, NotFoundError
 from aos.settings import Settings
 from aos.storage.clients import StorageClients
 from aos.storage.paging import MAX_PAGE_SIZE, Page, query_page
@@ -68,6 +68,13 @@ class AgentRegistry:
         with storage_errors(f"agent '{agent_id}'", field="agent_id"):
             entity = await table.get_entity(agent_id, _ROW)
         return self._from_entity(entity)
+
+    async def exists(self, agent_id: Slug) -> bool:
+        try:
+            await self.get(agent_id)
+        except NotFoundError:
+            return False
+        return True
 
     async def save(self, record: AgentRecord) -> AgentRecord:
         """Write a changed record back, only if nobody changed it since it was read."""

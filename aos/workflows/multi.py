@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from aos.agents.entity import ENTITY_NAME
 from aos.agents.models import Model, Option, Slug
+from aos.governance.policy import MAX_APPROVERS
 from aos.workflows.turn import ORCHESTRATOR as TURN_ORCHESTRATOR
 from aos.workflows.turn import turn_instance_id
 
@@ -63,7 +64,7 @@ class ApprovalRequest(Model):
 
     subject: str = Field(min_length=1, max_length=500)
     details: Any = None
-    approvers: list[str] = Field(default_factory=list, max_length=20)
+    approvers: list[str] = Field(default_factory=list, max_length=MAX_APPROVERS)
     timeout_seconds: int = Field(86_400, ge=1, le=MAX_APPROVAL_SECONDS)
 
 
@@ -95,15 +96,22 @@ WORKFLOWS: dict[str, type[Model]] = {
 }
 
 
+def named_agents(request: dict[str, Any]) -> list[str]:
+    """The agents a workflow's (validated) input names: `agents`, or the heartbeat's
+    `agent_id`."""
+    agents = request.get("agents") or [request.get("agent_id")]
+    return [agent_id for agent_id in agents if agent_id]
+
+
 def orchestrator_name(workflow: str) -> str:
     return f"workflow_{workflow}"
 
 
 def _decide(
-    context: Any, agent_id: str, task: dict[str, Any], step: int = 0
+    context: Any, agent_id: str, task: dict[str, Any], workflow: str, step: int
 ) -> Generator[Any, Any, Any]:
-    """An agent's decision on the task; `step` tells apart one agent's decisions in a workflow
-    (each goes to the agent's audit chain once)."""
+    """An agent's decision on the task, as step `step` of `workflow` (the decision's id and its
+    audit record derive from both, so a replay or retry makes the same one)."""
     import azure.durable_functions as df
 
     snapshot = yield context.call_entity(df.EntityId(ENTITY_NAME, agent_id), "snapshot")
@@ -113,7 +121,7 @@ def _decide(
             "snapshot": snapshot,
             "task": task,
             "agent_id": agent_id,
-            "workflow": context.instance_id,
+            "workflow": workflow,
             "step": step,
         },
     )
@@ -125,7 +133,7 @@ def chain(context: Any) -> Generator[Any, Any, Any]:
     task = request.task.model_dump(mode="json")
     steps = []
     for step, agent_id in enumerate(request.agents):
-        decision = yield from _decide(context, agent_id, task, step)
+        decision = yield from _decide(context, agent_id, task, context.instance_id, step)
         steps.append({"agent_id": agent_id, "decision": decision})
         context.set_custom_status({"step": len(steps), "of": len(request.agents)})
         if decision["outcome"] == "decline":
@@ -143,8 +151,8 @@ def fanout(context: Any) -> Generator[Any, Any, Any]:
     request = FanOutRequest.model_validate(context.get_input())
     task = request.task.model_dump(mode="json")
     decisions = yield context.task_all(
-        [context.call_sub_orchestrator("workflow_decide", {"agent_id": a, "task": task})
-         for a in request.agents]
+        [context.call_sub_orchestrator("workflow_decide", _step(context, a, task, n))
+         for n, a in enumerate(request.agents)]
     )  # fmt: skip
     totals: dict[str, float] = {o.action: 0.0 for o in request.task.options}
     supporters: dict[str, list[str]] = {o.action: [] for o in request.task.options}
@@ -164,18 +172,26 @@ def fanout(context: Any) -> Generator[Any, Any, Any]:
     }
 
 
+def _step(context: Any, agent_id: str, task: dict[str, Any], step: int) -> dict[str, Any]:
+    return {"agent_id": agent_id, "task": task, "workflow": context.instance_id, "step": step}
+
+
 def decide_one(context: Any) -> Generator[Any, Any, Any]:
     """One agent's decision as a sub-orchestration, so fan-out can run them in parallel."""
     payload = context.get_input()
-    return (yield from _decide(context, payload["agent_id"], payload["task"]))
+    return (
+        yield from _decide(
+            context, payload["agent_id"], payload["task"], payload["workflow"], payload["step"]
+        )
+    )
 
 
 def vote(context: Any) -> Generator[Any, Any, Any]:
     request = VoteRequest.model_validate(context.get_input())
     task = request.task.model_dump(mode="json")
     decisions = yield context.task_all(
-        [context.call_sub_orchestrator("workflow_decide", {"agent_id": a, "task": task})
-         for a in request.agents]
+        [context.call_sub_orchestrator("workflow_decide", _step(context, a, task, n))
+         for n, a in enumerate(request.agents)]
     )  # fmt: skip
     ballots = {
         agent_id: (decision["chosen"] if decision["outcome"] == "act" else None)

@@ -42,6 +42,10 @@ def turn_instance_id(agent_id: str, event_id: str) -> str:
     return f"turn-{agent_id}-{hashlib.sha256(event_id.encode()).hexdigest()[:24]}"
 
 
+class TurnLostError(Exception):
+    """Another turn took the agent over (after the lease): this one must not act."""
+
+
 def approval_instance_id(agent_id: str, event_id: str) -> str:
     """The approval workflow a turn waits on: answer it at /api/workflows/{id}/approval."""
     return f"approval-{agent_id}-{hashlib.sha256(event_id.encode()).hexdigest()[:24]}"
@@ -108,11 +112,14 @@ def agent_turn(context: Any) -> Generator[Any, Any, Any]:
 
 def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[Any, Any, Any]:
     """The activities of one turn. Returns the outcome; never raises for an activity failure."""
+    import azure.durable_functions as df
+
     event = grant["event"]
     traceparent = event.get("traceparent")
     retry = _retry()
     step = "turn_load_context"
     usage: dict[str, int] = {}
+    outcome: dict[str, Any] = {}
     try:
         orchestration_step(context, step, traceparent)
         recalled = yield context.call_activity_with_retry(
@@ -138,10 +145,23 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
                 "now": context.current_utc_datetime.isoformat(),
             },
         )
-        approval = None
         if verdict["status"] == "approval_required":
             step = "approval"
             approval = yield from wait_for_approval(context, agent_id, event, verdict, made)
+            # Judge again with the answer, the policies and the agent as they are now.
+            step = "turn_govern"
+            snapshot = yield context.call_entity(df.EntityId(ENTITY_NAME, agent_id), "snapshot")
+            verdict = yield context.call_activity_with_retry(
+                step,
+                retry,
+                {
+                    "event": event,
+                    "decision": made["decision"],
+                    "snapshot": snapshot,
+                    "now": context.current_utc_datetime.isoformat(),
+                    "approval": approval,
+                },
+            )
         step = "turn_act"
         orchestration_step(context, step, traceparent)
         outcome = yield context.call_activity_with_retry(
@@ -153,7 +173,6 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
                 "decision": made["decision"],
                 "definition": grant["snapshot"]["definition"],
                 "verdict": verdict,
-                "approval": approval,
             },
         )
         outcome = {**outcome, "usage": usage}
@@ -164,11 +183,13 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
         )
         return outcome
     except Exception as exc:  # the activity failed every attempt
+        acted = outcome if step == "turn_record" else {}
         outcome = {
             "status": "failed",
             "failed_step": step,
             "error": str(exc)[:1000],
             "usage": usage,  # what the model cost before the failure still counts
+            "policy": {"counted": (acted.get("policy") or {}).get("counted")},  # and what ran
         }
         if step != "turn_record":
             # Best effort: the failure is committed to the entity whatever happens here.
@@ -190,7 +211,7 @@ def wait_for_approval(
     decision = made["decision"]
     approval_id = approval_instance_id(agent_id, event["id"])
     until = context.current_utc_datetime + timedelta(seconds=needed["timeout_seconds"] + 3600)
-    yield context.call_entity(
+    hold = yield context.call_entity(
         df.EntityId(ENTITY_NAME, agent_id),
         "await_approval",
         {
@@ -199,6 +220,8 @@ def wait_for_approval(
             "until": until.isoformat(),
         },
     )
+    if not hold["held"]:
+        raise TurnLostError(f"turn {context.instance_id} no longer holds agent '{agent_id}'")
     context.set_custom_status({"agent_id": agent_id, "awaiting_approval": approval_id})
     answer = yield context.call_sub_orchestrator(
         "workflow_approval",

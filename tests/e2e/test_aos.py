@@ -377,7 +377,7 @@ def test_turn_interrupted_by_a_crash_completes_once(
         assert item["outcome"]["status"] == "decided"
         assert item["outcome"]["chosen"] == GROW
     # The interrupted turn's orchestration finishes too (just after its commit to the entity).
-    status_uri = turns[-1]["status"]["statusQueryGetUri"]
+    status_uri = aos_host.status_path(turns[-1]["turn"]["instance_id"])
     status = wait_for_instance(
         aos_host,
         turns[-1]["turn"]["instance_id"],

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
+
 from tests.support import CEO, CFO, App, Reply, board_request
 
 PAY = {
@@ -188,12 +190,30 @@ async def answer(app: App, instance: str, decision: str, by: str) -> Reply:
     )  # fmt: skip
 
 
-async def test_an_action_above_the_threshold_waits_for_approval_then_runs(app: App) -> None:
+async def gated(app: App, event_id: str) -> tuple[str, str]:
+    """Post an event whose chosen option needs approval; its turn's id and the approval's."""
+    reply = await app.post_event("ceo", board_request(event_id, options=["Order pizza", PAY]))
+    return reply.body["turn"]["instance_id"], await awaiting_approval(app, "ceo")
+
+
+async def answered(app: App, turn: str, approval_id: str, decision: str, event_id: str) -> dict:
+    """Answer the approval as the approver, let the turn finish; the event's outcome."""
+    by = "ana" if decision == "approve" else "bob"
+    assert (await answer(app, approval_id, decision, by)).status == 202
+    await app.engine.wait_for(turn, timeout=30)
+    await app.settle()
+    return await outcome_of(app, "ceo", event_id)
+
+
+async def register_gated_ceo(app: App) -> None:
     await put_policy(app, APPROVAL_POLICY)
     await app.register({**CEO, "policies": ["big-spend"]})
     await app.settle()
-    reply = await app.post_event("ceo", board_request("e-1", options=["Order pizza", PAY]))
-    approval_id = await awaiting_approval(app, "ceo")
+
+
+async def test_an_action_above_the_threshold_waits_for_approval_then_runs(app: App) -> None:
+    await register_gated_ceo(app)
+    turn, approval_id = await gated(app, "e-1")
     status = await app.call(
         "workflow_status", "GET", f"workflows/{approval_id}", route={"instance_id": approval_id}
     )
@@ -201,10 +221,7 @@ async def test_an_action_above_the_threshold_waits_for_approval_then_runs(app: A
     assert status.body["input"]["details"]["rules"] == ["big-spend/over-1000"]
     assert await messages_for_cfo() == []  # nothing ran yet
 
-    assert (await answer(app, approval_id, "approve", "ana")).status == 202
-    await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=30)
-    await app.settle()
-    outcome = await outcome_of(app, "ceo", "e-1")
+    outcome = await answered(app, turn, approval_id, "approve", "e-1")
     assert outcome["outcome"] == "act"
     assert outcome["policy"]["verdict"] == "approved"
     assert len(await messages_for_cfo()) == 1
@@ -232,12 +249,8 @@ async def test_a_rejected_or_expired_approval_denies_the_action(app: App) -> Non
     assert outcome["policy"]["verdict"] == "expired"
 
     await put_policy(app, APPROVAL_POLICY)
-    reply = await app.post_event("ceo", board_request("e-2", options=["Order pizza", PAY]))
-    approval_id = await awaiting_approval(app, "ceo")
-    assert (await answer(app, approval_id, "reject", "bob")).status == 202
-    await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=30)
-    await app.settle()
-    outcome = await outcome_of(app, "ceo", "e-2")
+    turn, approval_id = await gated(app, "e-2")
+    outcome = await answered(app, turn, approval_id, "reject", "e-2")
     assert outcome["outcome"] == "denied"
     assert outcome["policy"]["reason"] == "rejected by bob"
     assert await messages_for_cfo() == []
@@ -273,3 +286,63 @@ async def test_policy_routes_and_the_governance_chain(app: App) -> None:
     ]  # fmt: skip
     check = await app.call("verify_governance_audit", "GET", "governance/audit/verify")
     assert check.body["valid"] is True and check.body["records"] == 3
+
+
+async def test_after_the_wait_a_new_deny_or_a_pause_wins_over_the_approval(app: App) -> None:
+    await register_gated_ceo(app)
+    turn, approval_id = await gated(app, "e-1")
+    stricter = {**APPROVAL_POLICY, "rules": [*APPROVAL_POLICY["rules"],
+                {"rule_id": "freeze", "effect": "deny", "kinds": ["message"]}]}  # fmt: skip
+    await put_policy(app, stricter)
+    outcome = await answered(app, turn, approval_id, "approve", "e-1")
+    assert (outcome["outcome"], outcome["policy"]["rule"]) == ("denied", "big-spend/freeze")
+
+    await put_policy(app, APPROVAL_POLICY)
+    turn, approval_id = await gated(app, "e-2")
+    await app.call("pause_agent", "POST", "agents/ceo/pause", route={"agent_id": "ceo"})
+    await app.settle()
+    outcome = await answered(app, turn, approval_id, "approve", "e-2")
+    assert outcome["outcome"] == "denied"
+    assert outcome["policy"]["reason"] == "the agent was paused while the approval was pending"
+    assert await messages_for_cfo() == []
+
+
+async def test_limits_count_what_ran_even_when_recording_failed(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_record(*args: Any) -> None:
+        raise ConnectionError("history unreachable")
+
+    monkeypatch.setattr("aos.turns.record_turn", broken_record)
+    await put_policy(
+        app,
+        {"name": "one-a-day", "rules": [{"rule_id": "once", "effect": "limit",
+                                         "kinds": ["option"], "max_calls_per_day": 1}]},
+    )  # fmt: skip
+    await app.register({**CEO, "policies": ["one-a-day"]})
+    await app.settle()
+    reply = await app.post_event("ceo", board_request("e-1"))
+    await app.engine.wait_for(reply.body["turn"]["instance_id"], timeout=30)
+    await app.settle()
+    agent = await app.agent("ceo")
+    assert agent["last_failure"]["step"] == "turn_record"
+    assert agent["policy_usage"]["rules"] == {"one-a-day/once": {"calls": 1, "spend": 0.0}}
+
+
+async def test_admin_records_are_kept_per_request_and_content(app: App) -> None:
+    await app.register(CEO, goals=[{"description": "Grow revenue", "goal_id": "revenue"}])
+    await app.settle()
+
+    async def progress(value: float, request_id: str) -> Reply:
+        return await app.call(
+            "update_goal", "PUT", "agents/ceo/goals/revenue", {"progress": value},
+            route={"agent_id": "ceo", "goal_id": "revenue"},
+            headers={"x-ms-client-request-id": request_id},
+        )  # fmt: skip
+
+    for value, request_id in [(0.2, "r-1"), (0.2, "r-1"), (0.4, "r-1"), (0.4, "r-2")]:
+        assert (await progress(value, request_id)).status == 202
+    records = [r for r in await audit(app, "ceo") if r["data"]["operation"] == "update_goal"]
+    assert [(r["data"]["request_id"], r["data"]["progress"]) for r in records] == [
+        ("r-1", 0.2), ("r-1", 0.4), ("r-2", 0.4),
+    ]  # fmt: skip

@@ -167,3 +167,21 @@ def test_malformed_rules_are_refused_naming_the_field(rule: dict, message: str) 
 def test_duplicate_rule_ids_are_refused() -> None:
     with pytest.raises(ValidationError, match="rule ids must be unique"):
         policy({"rule_id": "x", "effect": "deny"}, {"rule_id": "x", "effect": "allow"})
+
+
+def test_an_approval_answer_cannot_overrule_a_deny_that_came_meanwhile() -> None:
+    deny = policy({"rule_id": "stop", "effect": "deny", "kinds": ["option"]})
+    verdict = evaluate([deny], decision(cost=5000), PolicyUsage(), TODAY)
+    settled = resolve_approval(verdict, {"status": "approved", "by": "ana"})
+    assert (settled.status, settled.rule) == ("denied", "finance/stop")
+
+
+def test_more_approvers_than_an_approval_takes_is_a_denial() -> None:
+    rules = [
+        {"rule_id": f"gate-{n}", "effect": "require_approval", "kinds": ["option"],
+         "approvers": [f"person-{n}-{i}@contoso.com" for i in range(11)]}
+        for n in range(2)
+    ]  # fmt: skip
+    verdict = evaluate([policy(*rules)], decision(), PolicyUsage(), TODAY)
+    assert verdict.status == "denied"
+    assert "22 approvers together; an approval takes at most 20" in verdict.reason

@@ -134,7 +134,7 @@ def test_is_key_vault_reference():
 
 def test_secret_names_of_settings():
     assert secret_name_for("ServiceBusConnection") == "ServiceBusConnection"
-    assert secret_name_for("AOS_INFERENCE_API_KEY") == "AOS-INFERENCE-API-KEY"
+    assert secret_name_for("AOS_INFERENCE_KEY") == "AOS-INFERENCE-KEY"
     assert (
         secret_name_for("ServiceBusConnection__fullyQualifiedNamespace")
         == "ServiceBusConnection--fullyQualifiedNamespace"
@@ -193,15 +193,15 @@ MALFORMED = [
 
 @pytest.mark.parametrize("value", MALFORMED)
 def test_a_malformed_reference_names_the_setting_and_the_syntax(value: str):
-    environ = {"AOS_INFERENCE_API_KEY": value, "Other": "plain"}
+    environ = {"AOS_INFERENCE_KEY": value, "Other": "plain"}
     with pytest.raises(ConfigurationError) as caught:
         resolve_secret_settings(environ, client_for=no_client)
     error = caught.value
-    assert error.field == "AOS_INFERENCE_API_KEY"
-    assert "setting AOS_INFERENCE_API_KEY" in error.message
+    assert error.field == "AOS_INFERENCE_KEY"
+    assert "setting AOS_INFERENCE_KEY" in error.message
     assert REFERENCE_SYNTAX in error.message
     assert value.strip() in error.message  # the reference is not secret; showing it helps
-    assert environ == {"AOS_INFERENCE_API_KEY": value, "Other": "plain"}
+    assert environ == {"AOS_INFERENCE_KEY": value, "Other": "plain"}
 
 
 # -- references ------------------------------------------------------------------------------
@@ -213,13 +213,13 @@ def test_secret_uri_with_version(
     vault.add("inference-key", SECRET, VERSION)
     vault.add("inference-key", OTHER_SECRET, OTHER_VERSION)  # newer; not the one asked for
     environ = {
-        "AOS_INFERENCE_API_KEY": reference(vault, "inference-key", VERSION),
+        "AOS_INFERENCE_KEY": reference(vault, "inference-key", VERSION),
         "AOS_TASK_HUB": "aoshub",
     }
 
-    assert resolve_secret_settings(environ, client_for=clients) == ["AOS_INFERENCE_API_KEY"]
+    assert resolve_secret_settings(environ, client_for=clients) == ["AOS_INFERENCE_KEY"]
 
-    assert environ == {"AOS_INFERENCE_API_KEY": SECRET, "AOS_TASK_HUB": "aoshub"}
+    assert environ == {"AOS_INFERENCE_KEY": SECRET, "AOS_TASK_HUB": "aoshub"}
     assert clients.urls == [vault.url]
     assert_handshake(vault, credential)
     assert vault.requests[-1].path == f"/secrets/inference-key/{VERSION}"
@@ -232,16 +232,16 @@ def test_secret_uri_without_version_reads_the_latest(
     vault.add("inference-key", OTHER_SECRET, OTHER_VERSION)
     vault.add("inference-key", SECRET, VERSION)
     environ = {
-        "AOS_INFERENCE_API_KEY": reference(vault, "inference-key"),
+        "AOS_INFERENCE_KEY": reference(vault, "inference-key"),
         "Trailing": f"@Microsoft.KeyVault(SecretUri={vault.url}/secrets/inference-key/)",
     }
 
     assert sorted(resolve_secret_settings(environ, client_for=clients)) == [
-        "AOS_INFERENCE_API_KEY",
+        "AOS_INFERENCE_KEY",
         "Trailing",
     ]
 
-    assert environ == {"AOS_INFERENCE_API_KEY": SECRET, "Trailing": SECRET}
+    assert environ == {"AOS_INFERENCE_KEY": SECRET, "Trailing": SECRET}
     assert clients.urls == [vault.url]  # one client for the vault, reused
     assert_handshake(vault, credential)
     served = [r for r in vault.requests if r.status == 200]
@@ -275,16 +275,16 @@ def test_listed_settings_come_from_the_app_vault(
     vault: FakeKeyVault, clients: Clients, credential: StaticCredential
 ):
     vault.add("ServiceBusConnection--fullyQualifiedNamespace", "prod.servicebus.windows.net")
-    vault.add("AOS-INFERENCE-API-KEY", SECRET)
+    vault.add("AOS-INFERENCE-KEY", SECRET)
     vault.add("ServiceBusConnection", OTHER_SECRET)  # set locally: the vault must not win
     environ = {
         "AOS_KEY_VAULT_URL": vault.url + "/",  # as the ARM template's vaultUri, with a slash
         "AOS_KEY_VAULT_SECRETS": (
-            " ServiceBusConnection__fullyQualifiedNamespace,AOS_INFERENCE_API_KEY,,"
-            "ServiceBusConnection, AOS_INFERENCE_API_KEY"
+            " ServiceBusConnection__fullyQualifiedNamespace,AOS_INFERENCE_KEY,,"
+            "ServiceBusConnection, AOS_INFERENCE_KEY"
         ),
         "ServiceBusConnection": "Endpoint=sb://local/;SharedAccessKey=dev",
-        "AOS_INFERENCE_ENDPOINT": reference(vault, "AOS-INFERENCE-API-KEY"),
+        "AOS_INFERENCE_ENDPOINT": reference(vault, "AOS-INFERENCE-KEY"),
     }
 
     names = resolve_secret_settings(environ, client_for=clients)
@@ -292,38 +292,38 @@ def test_listed_settings_come_from_the_app_vault(
     assert names == [
         "AOS_INFERENCE_ENDPOINT",
         "ServiceBusConnection__fullyQualifiedNamespace",
-        "AOS_INFERENCE_API_KEY",
+        "AOS_INFERENCE_KEY",
     ]
     assert environ["ServiceBusConnection__fullyQualifiedNamespace"] == "prod.servicebus.windows.net"
-    assert environ["AOS_INFERENCE_API_KEY"] == SECRET
+    assert environ["AOS_INFERENCE_KEY"] == SECRET
     assert environ["AOS_INFERENCE_ENDPOINT"] == SECRET
     assert environ["ServiceBusConnection"] == "Endpoint=sb://local/;SharedAccessKey=dev"
     assert clients.urls == [vault.url]  # the reference and the list share the vault's client
     assert_handshake(vault, credential)
     assert sum(r.status == 401 for r in vault.requests) == 1
     asked = {r.name for r in vault.requests}
-    assert asked == {"ServiceBusConnection--fullyQualifiedNamespace", "AOS-INFERENCE-API-KEY"}
+    assert asked == {"ServiceBusConnection--fullyQualifiedNamespace", "AOS-INFERENCE-KEY"}
 
 
 def test_an_empty_listed_setting_counts_as_unset(vault: FakeKeyVault, clients: Clients):
-    vault.add("AOS-INFERENCE-API-KEY", SECRET)
+    vault.add("AOS-INFERENCE-KEY", SECRET)
     environ = {
         "AOS_KEY_VAULT_URL": vault.url,
-        "AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_API_KEY",
-        "AOS_INFERENCE_API_KEY": "",
+        "AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_KEY",
+        "AOS_INFERENCE_KEY": "",
     }
-    assert resolve_secret_settings(environ, client_for=clients) == ["AOS_INFERENCE_API_KEY"]
-    assert environ["AOS_INFERENCE_API_KEY"] == SECRET
+    assert resolve_secret_settings(environ, client_for=clients) == ["AOS_INFERENCE_KEY"]
+    assert environ["AOS_INFERENCE_KEY"] == SECRET
 
 
 def test_listed_settings_need_a_vault_url():
-    environ = {"AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_API_KEY"}
+    environ = {"AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_KEY"}
     with pytest.raises(ConfigurationError) as caught:
         resolve_secret_settings(environ, client_for=no_client)
     assert caught.value.field == "AOS_KEY_VAULT_URL"
-    assert "AOS_INFERENCE_API_KEY" in caught.value.message
+    assert "AOS_INFERENCE_KEY" in caught.value.message
 
-    environ["AOS_INFERENCE_API_KEY"] = "set-locally"  # nothing to read: no vault needed
+    environ["AOS_INFERENCE_KEY"] = "set-locally"  # nothing to read: no vault needed
     assert resolve_secret_settings(environ, client_for=no_client) == []
 
 
@@ -332,7 +332,7 @@ def test_listed_settings_need_a_vault_url():
     ["http://myvault.vault.azure.net", "myvault", "https://myvault.vault.azure.net/secrets/x"],
 )
 def test_a_malformed_vault_url_is_named(url: str):
-    environ = {"AOS_KEY_VAULT_URL": url, "AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_API_KEY"}
+    environ = {"AOS_KEY_VAULT_URL": url, "AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_KEY"}
     with pytest.raises(ConfigurationError, match="AOS_KEY_VAULT_URL") as caught:
         resolve_secret_settings(environ, client_for=no_client)
     assert caught.value.field == "AOS_KEY_VAULT_URL"
@@ -367,16 +367,16 @@ def test_nothing_to_resolve_builds_no_client_and_calls_nobody(vault: FakeKeyVaul
 def test_running_twice_is_harmless(
     vault: FakeKeyVault, clients: Clients, credential: StaticCredential
 ):
-    vault.add("AOS-INFERENCE-API-KEY", SECRET)
+    vault.add("AOS-INFERENCE-KEY", SECRET)
     vault.add("db", OTHER_SECRET, VERSION)
     environ = {
         "AOS_KEY_VAULT_URL": vault.url,
-        "AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_API_KEY",
+        "AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_KEY",
         "Database": reference(vault, "db", VERSION),
     }
     assert resolve_secret_settings(environ, client_for=clients) == [
         "Database",
-        "AOS_INFERENCE_API_KEY",
+        "AOS_INFERENCE_KEY",
     ]
     resolved, seen = dict(environ), len(vault.requests)
 
@@ -423,10 +423,10 @@ def test_the_default_client_uses_default_azure_credential():
 
 
 def test_a_missing_secret_is_named_and_nothing_is_set(vault: FakeKeyVault, clients: Clients):
-    vault.add("AOS-INFERENCE-API-KEY", SECRET)
+    vault.add("AOS-INFERENCE-KEY", SECRET)
     environ = {
         "AOS_KEY_VAULT_URL": vault.url,
-        "AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_API_KEY,ServiceBusConnection",
+        "AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_KEY,ServiceBusConnection",
     }
     before = dict(environ)
     with pytest.raises(ConfigurationError) as caught:
@@ -508,18 +508,18 @@ def test_secret_values_reach_no_log_and_no_error(
     vault: FakeKeyVault, clients: Clients, caplog: pytest.LogCaptureFixture
 ):
     caplog.set_level(logging.DEBUG)  # the SDK's own HTTP logging included
-    vault.add("AOS-INFERENCE-API-KEY", SECRET)
+    vault.add("AOS-INFERENCE-KEY", SECRET)
     vault.add("db", OTHER_SECRET, VERSION)
     vault.add("locked", OTHER_SECRET)
     vault.forbidden.add("locked")
     vault.echo_in_errors = OTHER_SECRET  # a careless service quoting a secret in its errors
     environ = {
         "AOS_KEY_VAULT_URL": vault.url,
-        "AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_API_KEY",
+        "AOS_KEY_VAULT_SECRETS": "AOS_INFERENCE_KEY",
         "Database": reference(vault, "db", VERSION),
     }
     resolve_secret_settings(environ, client_for=clients)
-    assert environ["AOS_INFERENCE_API_KEY"] == SECRET
+    assert environ["AOS_INFERENCE_KEY"] == SECRET
 
     errors: list[ConfigurationError] = []
     for failing in (
@@ -532,7 +532,7 @@ def test_secret_values_reach_no_log_and_no_error(
         errors.append(caught.value)
 
     infos = [r.getMessage() for r in caplog.records if r.name == "aos.governance.secrets"]
-    assert f"setting AOS_INFERENCE_API_KEY was read from Key Vault {vault.url}" in infos
+    assert f"setting AOS_INFERENCE_KEY was read from Key Vault {vault.url}" in infos
     assert f"setting Database was read from Key Vault {vault.url}" in infos
     assert any(r.name.startswith("azure") for r in caplog.records)  # SDK logging was on
     texts = [caplog.text, *(r.getMessage() for r in caplog.records)]
