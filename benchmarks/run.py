@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aos.agents.agent import PurposeDrivenAgent
@@ -179,16 +180,112 @@ async def bench_inference(settings: Settings) -> None:
         await close_shared_clients()
 
 
+def bench_policy(calls: int = 2000) -> None:
+    """Policy evaluation of a decision with a message and a tool call, under 5 policies of 10
+    rules each (none matching, so every rule is looked at)."""
+    from aos.agents.agent import decide
+    from aos.agents.models import DecisionContext
+    from aos.governance.policy import Policy, PolicyUsage, evaluate
+
+    option = {
+        "action": "Draft a strategic plan to grow revenue",
+        "cost": 500,
+        "messages": [{"to": "cfo", "type": "finance.plan.review"}],
+        "tool_calls": [{"server": "crm", "tool": "create_plan"}],
+    }
+    made = decide(
+        CEO, [], DecisionContext(options=[option]), DeterministicAlignmentScorer(), "d-bench"
+    )
+    rules = [
+        {"rule_id": f"r{n}", "effect": effect, "targets": [f"other-{n}"], **extra}
+        for n, (effect, extra) in enumerate(
+            [("deny", {}), ("limit", {"max_calls_per_day": 100}), ("require_approval", {})] * 3
+            + [("allow", {})]
+        )
+    ]
+    policies = [Policy(name=f"p{n}", rules=rules) for n in range(5)]
+    day = datetime.now(UTC).date()
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        evaluate(policies, made, PolicyUsage(), day)
+        samples.append(time.perf_counter() - start)
+    report("policy check, 5 policies x 10 rules", samples, "us", 1e6)
+
+
+async def bench_audit(settings: Settings, records: int) -> None:
+    """Appends to one agent's audit chain on Azurite, a retried append, and verification."""
+    async with AgentStore.from_settings(settings) as store:
+        appends, retries = [], []
+        for n in range(records):
+            start = time.perf_counter()
+            await store.audit.append(
+                "ceo", "action", actor="agent:ceo", key=f"bench/{n}", data={"n": n}
+            )
+            appends.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            await store.audit.append(
+                "ceo", "action", actor="agent:ceo", key=f"bench/{n}", data={"n": n}
+            )
+            retries.append(time.perf_counter() - start)
+        report("audit append (Azurite)", appends)
+        report("audit append retried (Azurite)", retries)
+        start = time.perf_counter()
+        verified = await store.audit.verify("ceo")
+        elapsed = time.perf_counter() - start
+        assert verified.valid, verified
+        print(
+            f"{'audit verify, whole chain':<42} {elapsed * 1e3:9.1f} ms for {verified.records} "
+            f"records ({elapsed / verified.records * 1e6:.0f} us per record)"
+        )
+
+
+async def bench_tokens(calls: int = 500) -> None:
+    """Entra ID token validation once the tenant's keys are cached (a local OpenID provider)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from aos.governance.auth import Authenticator, AuthSettings
+    from tests.governance.identity import AUDIENCE, TENANT, IdentityProvider, sign
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    provider = IdentityProvider({"k1": key})
+    await provider.start()
+    authenticator = Authenticator()
+    try:
+        settings = AuthSettings.from_env(
+            {
+                "AOS_ADMIN_AUTH": "entra",
+                "AOS_AUTH_TENANT_ID": TENANT,
+                "AOS_AUTH_AUDIENCE": AUDIENCE,
+                "AOS_AUTH_AUTHORITY": provider.url,
+            }
+        )
+        headers = {"authorization": f"Bearer {sign(key, roles=['AOS.Reader'])}"}
+        await authenticator.authenticate(headers, {}, settings)  # fetch and cache the keys
+        samples = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            await authenticator.authenticate(headers, {}, settings)
+            samples.append(time.perf_counter() - start)
+        report("Entra ID token check (keys cached)", samples, "us", 1e6)
+    finally:
+        await authenticator.close()
+        await provider.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=200)
     args = parser.parse_args()
     bench_import()
     bench_alignment()
+    bench_policy()
+    asyncio.run(bench_tokens())
     blob, queue, table = free_ports(3)
     with tempfile.TemporaryDirectory() as data, Azurite(Path(data), (blob, queue, table)) as az:
         settings = Settings.from_env({"AzureWebJobsStorage": az.connection_string})
         asyncio.run(bench_storage(settings, args.turns))
+        asyncio.run(bench_audit(settings, args.turns))
         hosted = Settings.from_env(
             {"AzureWebJobsStorage": az.connection_string, "AOS_STORAGE_PREFIX": "bench"}
         )

@@ -228,6 +228,10 @@ class AuditTrail:
         self._chain_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        # The head each chain had after this process's last append to it. One agent's records
+        # come from one turn at a time, so it is usually still the head: the append is then one
+        # transaction, and a stale one costs a conflict and a re-read.
+        self._heads: dict[str, _Head] = {}
 
     async def append(
         self,
@@ -275,11 +279,8 @@ class AuditTrail:
         from azure.core.exceptions import HttpResponseError
 
         chain, key = draft.chain, draft.key
-        head = await self._head(table, chain)
+        head = self._heads.get(chain) or await self._head(table, chain)
         for attempt in range(MAX_APPEND_ATTEMPTS):
-            existing = await self._by_key(table, chain, key)
-            if existing is not None:
-                return existing
             record = draft.model_copy(
                 update={
                     "sequence": head.sequence + 1 if head else 1,
@@ -288,14 +289,23 @@ class AuditTrail:
             )
             record = record.model_copy(update={"hash": compute_hash(record)})
             try:
-                await table.submit_transaction(self._append_operations(record, text, head))
-                return record
+                results = await table.submit_transaction(
+                    self._append_operations(record, text, head)
+                )
             except HttpResponseError as exc:
-                if exc.status_code not in (409, 412):
+                if exc.status_code not in (404, 409, 412):  # 404: a cached head row is gone
                     raise
-            # Lost a race (or the key was recorded meanwhile): read the head again and retry.
+            else:
+                self._heads[chain] = _Head(record.sequence, record.hash, results[-1]["etag"])
+                return record
+            # The key is recorded already (a retry), or the head moved (another writer, or a
+            # stale cached head): find the record, or read the head again and retry.
+            self._heads.pop(chain, None)
+            existing = await self._by_key(table, chain, key)
+            if existing is not None:
+                return existing
             latest = await self._head(table, chain)
-            if _etag(latest) == _etag(head) and await self._by_key(table, chain, key) is None:
+            if _etag(latest) == _etag(head):
                 # Every append moves the head, so a conflict that left it alone was no race:
                 # a row the head does not count is in the way.
                 raise AuditChainError(

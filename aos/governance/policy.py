@@ -17,8 +17,10 @@ approval, all of them wait for it. In order of precedence:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
+import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -81,17 +83,23 @@ class PolicyRule(Model):
             raise ValueError("cost_above and approvers belong to require_approval rules")
         return self
 
+    @functools.cached_property
+    def _matcher(self) -> tuple[frozenset[str], re.Pattern[str], re.Pattern[str]]:
+        # Every action of every turn meets every rule: compile the patterns once per rule.
+        return frozenset(self.kinds), _compiled(self.actions), _compiled(self.targets)
+
     def matches(self, action: Action) -> bool:
-        if action.kind not in self.kinds:
-            return False
-        return _any_match(self.actions, action.name) and _any_match(
-            self.targets, action.target or ""
+        kinds, names, targets = self._matcher
+        return (
+            action.kind in kinds
+            and names.match(action.name) is not None
+            and targets.match(action.target or "") is not None
         )
 
 
-def _any_match(patterns: list[str], value: str) -> bool:
-    value = value.lower()
-    return any(fnmatch.fnmatchcase(value, pattern.lower()) for pattern in patterns)
+def _compiled(patterns: list[str]) -> re.Pattern[str]:
+    """One case-insensitive regex for a list of shell patterns."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns), re.IGNORECASE)
 
 
 class Policy(Model):
