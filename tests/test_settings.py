@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,24 @@ def test_local_settings_fill_the_environment_without_overriding(tmp_path: Path) 
 
     assert load_local_settings(file, environ) == ["B"]
     assert environ == {"A": "from-env", "B": "from-file"}
+
+
+def test_entry_points_resolve_key_vault_references_from_local_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prepare_environment loads local.settings.json, then resolves Key Vault references in it
+    (a malformed one is refused naming the setting, before any network call)."""
+    from aos.settings import prepare_environment
+
+    monkeypatch.setattr("aos.governance.secrets._process_resolved", False)
+    monkeypatch.delenv("AOS_TEST_SECRET", raising=False)
+    file = tmp_path / "local.settings.json"
+    reference = "@Microsoft.KeyVault(SecretName=missing-vault-name)"
+    file.write_text(json.dumps({"Values": {"AOS_TEST_SECRET": reference}}))
+    with pytest.raises(ConfigurationError) as error:
+        prepare_environment(file)
+    assert error.value.field == "AOS_TEST_SECRET"
+    assert os.environ["AOS_TEST_SECRET"] == reference  # loaded, and not replaced
 
 
 def test_malformed_local_settings_is_reported(tmp_path: Path) -> None:
