@@ -137,6 +137,11 @@ async def run_local(location: Path, port: int, keep_serving: bool) -> None:
         print(f"== AOS is running on {host.url} (function key: {host.keys.function})")
         headers = {"x-functions-key": host.keys.master}
         async with aiohttp.ClientSession(host.url, headers=headers) as http:
+            for policy in _read_json_list(SAMPLES / "policies.json"):
+                async with http.put(f"/api/policies/{policy['name']}", json=policy) as response:
+                    if response.status not in (200, 201):
+                        raise AOSError(f"writing policy {policy['name']}: {await response.text()}")
+                    print(f"   policy {policy['name']} for roles {', '.join(policy['roles'])}")
             for entry in _read_json_list(SAMPLES / "agents.json"):
                 async with http.post("/api/agents", json=entry) as response:
                     agent_id = entry["definition"]["agent_id"]
@@ -189,10 +194,15 @@ async def _wait_for_turns(http: Any, agent_ids: list[str], patience: float = 60.
         print(
             f"  events {counters['events_received']}, duplicates dropped "
             f"{counters['duplicates_dropped']}, decisions {counters['decisions']} "
-            f"(acted {counters['actions_taken']}, declined {counters['actions_declined']})"
+            f"(acted {counters['actions_taken']}, declined {counters['actions_declined']}, "
+            f"denied by policy {counters['actions_denied']})"
         )
         for memory in agent["working_memory"][-3:]:
             print(f"  - {memory['text']}")
+        async with http.get(f"/api/agents/{agent_id}/audit/verify") as response:
+            chain = await response.json()
+        state = "intact" if chain["valid"] else f"BROKEN at {chain['broken']}"
+        print(f"  audit chain: {chain['records']} records, {state}")
 
 
 async def _until_interrupted() -> None:
