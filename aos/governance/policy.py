@@ -83,22 +83,19 @@ class PolicyRule(Model):
             raise ValueError("cost_above and approvers belong to require_approval rules")
         return self
 
-    @functools.cached_property
-    def _matcher(self) -> tuple[frozenset[str], re.Pattern[str], re.Pattern[str]]:
-        # Every action of every turn meets every rule: compile the patterns once per rule.
-        return frozenset(self.kinds), _compiled(self.actions), _compiled(self.targets)
-
     def matches(self, action: Action) -> bool:
-        kinds, names, targets = self._matcher
+        names, targets = _compiled(tuple(self.actions)), _compiled(tuple(self.targets))
         return (
-            action.kind in kinds
+            action.kind in self.kinds
             and names.match(action.name) is not None
             and targets.match(action.target or "") is not None
         )
 
 
-def _compiled(patterns: list[str]) -> re.Pattern[str]:
-    """One case-insensitive regex for a list of shell patterns."""
+@functools.lru_cache(maxsize=4096)
+def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One case-insensitive regex for a rule's shell patterns, compiled once: every action of
+    every turn meets every rule."""
     return re.compile("|".join(fnmatch.translate(p) for p in patterns), re.IGNORECASE)
 
 

@@ -10,7 +10,15 @@ from pydantic import ValidationError
 from aos.agents.agent import decide
 from aos.agents.alignment import DeterministicAlignmentScorer
 from aos.agents.models import AgentDefinition, Decision, DecisionContext
-from aos.governance.policy import Policy, PolicyUsage, RuleUsage, evaluate, resolve_approval
+from aos.governance.policy import (
+    Action,
+    Policy,
+    PolicyRule,
+    PolicyUsage,
+    RuleUsage,
+    evaluate,
+    resolve_approval,
+)
 
 TODAY = date(2026, 11, 27)
 CFO = AgentDefinition(
@@ -185,3 +193,11 @@ def test_more_approvers_than_an_approval_takes_is_a_denial() -> None:
     verdict = evaluate([policy(*rules)], decision(), PolicyUsage(), TODAY)
     assert verdict.status == "denied"
     assert "22 approvers together; an approval takes at most 20" in verdict.reason
+
+
+def test_a_copied_rule_matches_by_its_own_patterns() -> None:
+    rule = PolicyRule(rule_id="r", effect="deny", actions=["pay *"])
+    option = decision().options[0].action
+    assert rule.matches(Action(kind="option", name=option))
+    narrower = rule.model_copy(update={"actions": ["order *"]})
+    assert not narrower.matches(Action(kind="option", name=option))
