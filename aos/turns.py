@@ -162,14 +162,15 @@ async def govern(
     decision: Decision | None,
     now: datetime,
     approval: dict[str, Any] | None = None,
+    asked: dict[str, Any] | None = None,
 ) -> Verdict:
     """The policy check before any action: the verdict of the policies binding the agent on
     what the decision would do. The decision, and a denial or approval request, go to the
     agent's audit chain.
 
-    After an approval wait the turn asks again, with the person's `approval` answer and a fresh
-    snapshot: policies that now deny the action, or an agent paused or retired meanwhile, win
-    over an approval; otherwise the answer decides.
+    After an approval wait the turn asks again, with the person's `approval` answer to what was
+    `asked` and a fresh snapshot: policies that now deny the action or want other approvals, or
+    an agent paused or retired meanwhile, win over the answer; otherwise the answer decides.
     """
     agent_id = snapshot.definition.agent_id
     with span("activity turn_govern", event.traceparent, {"aos.agent_id": agent_id}):
@@ -179,7 +180,8 @@ async def govern(
             return verdict
         audit = TurnAudit(store, agent_id, event)
         if approval is not None:
-            return await _settle_approval(audit, verdict, approval, snapshot.lifecycle)
+            verdict = _still_covered(verdict, asked or {}, snapshot.lifecycle)
+            return await _settle_approval(audit, verdict, approval)
         summary = {**decision.summary(), "policies": verdict.policies}
         await audit.record("decision", "decision", summary)
         if verdict.status == "denied":
@@ -194,17 +196,26 @@ async def govern(
         return verdict
 
 
-async def _settle_approval(
-    audit: TurnAudit, verdict: Verdict, approval: dict[str, Any], lifecycle: Lifecycle
-) -> Verdict:
+def _still_covered(verdict: Verdict, asked: dict[str, Any], lifecycle: Lifecycle) -> Verdict:
+    """The fresh verdict, denied if the approval given no longer covers the action: the agent
+    was paused or retired meanwhile, or other rules or approvers now have a say."""
+    reason = None
     if lifecycle in (Lifecycle.PAUSED, Lifecycle.RETIRED):
-        verdict = verdict.model_copy(
-            update={
-                "status": "denied",
-                "reason": f"the agent was {lifecycle.value} while the approval was pending",
-                "counted": {},
-            }
+        reason = f"the agent was {lifecycle.value} while the approval was pending"
+    elif verdict.approval is not None and (
+        not set(verdict.approval.rules) <= set(asked.get("rules", []))
+        or not set(verdict.approval.approvers) <= set(asked.get("approvers", []))
+    ):
+        reason = (
+            f"the approval no longer covers the action: while it was pending the rules came "
+            f"to require {', '.join(verdict.approval.rules)}; ask again with a new event"
         )
+    if reason is None:
+        return verdict
+    return verdict.model_copy(update={"status": "denied", "reason": reason, "counted": {}})
+
+
+async def _settle_approval(audit: TurnAudit, verdict: Verdict, approval: dict[str, Any]) -> Verdict:
     verdict = resolve_approval(verdict, approval)
     by = approval.get("by")
     await audit.record(

@@ -10,7 +10,7 @@ from typing import Any
 from aos.agents.models import EventEnvelope
 from aos.delivery import deliver, workflow_start
 from aos.errors import AOSError
-from aos.governance.audit import GOVERNANCE_CHAIN
+from aos.governance.audit import GOVERNANCE_CHAIN, MAX_ACTOR_CHARS
 from aos.messaging.envelope import from_message
 from aos.observability.tracing import span
 from aos.runtime import agent_store
@@ -55,12 +55,15 @@ async def start_workflow_once(
     if getattr(status, "runtime_status", None) is not None:
         return
     store = agent_store()
+    agents = named_agents(request)
+    for agent_id in agents:  # only registered agents have chains (and can take part)
+        await store.registry.get(agent_id)
     data = {"operation": "start_workflow", "workflow": orchestrator, "instance_id": instance_id}
-    for chain in named_agents(request) or [GOVERNANCE_CHAIN]:
+    for chain in agents or [GOVERNANCE_CHAIN]:
         await store.audit.append(
             chain,
             "admin",
-            actor=f"event:{event.source}",
+            actor=f"event:{event.source}"[:MAX_ACTOR_CHARS],
             key=f"event/{event.id}/start_workflow",
             data=data,
             correlation_id=event.correlationid or event.id,

@@ -71,6 +71,7 @@ async def turn_govern(payload: dict[str, Any]) -> dict[str, Any]:
         Decision.model_validate(raw) if raw else None,
         datetime.fromisoformat(payload["now"]),
         payload.get("approval"),
+        payload.get("asked"),
     )
     return verdict.model_dump(mode="json")
 

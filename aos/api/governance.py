@@ -4,8 +4,8 @@ helper every handler uses to put an admin change in the audit trail."""
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
+from uuid import uuid4
 
 from pydantic import BaseModel
 
@@ -21,14 +21,14 @@ async def audit_change(
 ) -> None:
     """Record an admin change by the authenticated caller in `chain` (an agent's, or the
     governance chain). Handlers call it once the request is validated and before the change is
-    made, so no change escapes the chain (one that then fails leaves its attempt there). The
-    same request retried (same request id and content) is recorded once."""
-    content = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    made, so no change escapes the chain (one that then fails leaves its attempt there). Every
+    request is recorded, a client's retry too: the client's request id is kept in the record,
+    not trusted to merge records (anyone can reuse one)."""
     await store.audit.append(
         chain,
         "admin",
         actor=request.actor,
-        key=f"admin/{request.request_id}/{operation}/{content[:16]}",
+        key=f"admin/{uuid4().hex}/{operation}",
         data={"operation": operation, "request_id": request.request_id, **data},
         correlation_id=request.correlation_id,
     )

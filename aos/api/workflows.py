@@ -18,6 +18,7 @@ from aos.governance.auth import Role
 from aos.storage.store import AgentStore
 from aos.workflows.multi import (
     APPROVAL_EVENT,
+    MAX_BY,
     WORKFLOWS,
     Approval,
     ApprovalRequest,
@@ -100,9 +101,7 @@ async def approve(request: ApiRequest, client: Any, store: AgentStore) -> ApiRes
         raise InvalidTransitionError(runtime.lower(), "approved")
     asked = ApprovalRequest.model_validate(json_text_value(status.input_))
     check_approver(request.caller, asked.approvers)
-    if request.caller is not None and request.caller.kind != "key":
-        # A signed-in person answers as who they are, whatever the body says.
-        answer = answer.model_copy(update={"by": request.caller.name or request.caller.subject})
+    answer = answer.model_copy(update={"by": answerer(request.caller, answer)})
     chain = _approval_chain(instance_id, asked)
     await audit_change(
         store,
@@ -129,10 +128,18 @@ def _approval_chain(instance_id: str, asked: ApprovalRequest) -> str:
     return GOVERNANCE_CHAIN
 
 
+def answerer(caller: Any, answer: Approval) -> str:
+    """Who answers, as recorded: a signed-in person as who they are, whatever the body says; a
+    function key's holder by the name they give, marked as such (a key names no person)."""
+    if caller is None or caller.kind == "key":
+        return f"key:{answer.by}"[:MAX_BY]
+    return (caller.username or caller.subject)[:MAX_BY]
+
+
 def check_approver(caller: Any, approvers: list[str]) -> None:
-    """When an approval names its approvers, only they may answer: a signed-in user by user
-    name or object id; not an application acting as itself; a function key only with the
-    admin role (a key names no person)."""
+    """When an approval names its approvers, only they may answer: a signed-in user by sign-in
+    name (upn) or object id, never by display name; not an application acting as itself; a
+    function key only with the admin role (a key names no person)."""
     if not approvers or caller is None:
         return
     if caller.kind == "key":
@@ -140,7 +147,7 @@ def check_approver(caller: Any, approvers: list[str]) -> None:
             return
         allowed = False
     else:
-        names = {value.lower() for value in (caller.name, caller.subject) if value}
+        names = {value.lower() for value in (caller.username, caller.subject) if value}
         allowed = not caller.app_only and bool(names & {a.lower() for a in approvers})
     if not allowed:
         raise PermissionDeniedError(

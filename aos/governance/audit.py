@@ -89,8 +89,9 @@ def check_chain(chain: str) -> str:
         ) from None
 
 
+MAX_ACTOR_CHARS = 512  # also the most a correlation id may hold
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ACTOR_CHARS)]
 
 
 class AuditRecord(BaseModel):
@@ -293,7 +294,8 @@ class AuditTrail:
                     self._append_operations(record, text, head)
                 )
             except HttpResponseError as exc:
-                if exc.status_code not in (404, 409, 412):  # 404: a cached head row is gone
+                stale_head = exc.status_code == 404 and head is not None  # its row is gone
+                if exc.status_code not in (409, 412) and not stale_head:
                     raise
             else:
                 self._heads[chain] = _Head(record.sequence, record.hash, results[-1]["etag"])

@@ -261,6 +261,9 @@ class Caller:
     roles: frozenset[Role] = frozenset()
     app_id: str | None = None  # the client application (appid / azp)
     app_only: bool = False  # an application calling as itself (client credentials), no user
+    # The sign-in name (upn / preferred_username), which the tenant controls; unlike `name`,
+    # never a display name, so it may be used to decide who someone is (e.g. approvers).
+    username: str | None = None
 
     @property
     def role(self) -> Role | None:
@@ -739,6 +742,10 @@ def _caller_from_claims(claims: Mapping[str, Any], settings: AuthSettings) -> Ca
         None,
     )
     roles = claims.get("roles")
+    username = next(
+        (_text(claims.get(c)) for c in ("upn", "preferred_username") if _text(claims.get(c))),
+        None,
+    )
     return Caller(
         kind="entra",
         subject=subject,
@@ -747,6 +754,7 @@ def _caller_from_claims(claims: Mapping[str, Any], settings: AuthSettings) -> Ca
         roles=settings.roles_for(roles if isinstance(roles, list) else []),
         app_id=app_id,
         app_only=app_only,
+        username=None if app_only else username,
     )
 
 
@@ -801,6 +809,7 @@ def _caller_from_principal(raw: str, headers: Mapping[str, str], settings: AuthS
         and oid is not None
         and oid == sub
     )
+    username = first(_NAME_TYPES[:3])  # upn / preferred_username, never a display name
     return Caller(
         kind="appservice",
         subject=subject,
@@ -809,6 +818,7 @@ def _caller_from_principal(raw: str, headers: Mapping[str, str], settings: AuthS
         roles=settings.roles_for(v for t in role_types if t for v in claims.get(t, [])),
         app_id=app_id,
         app_only=app_only,
+        username=None if app_only else username,
     )
 
 

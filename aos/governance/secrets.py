@@ -227,9 +227,9 @@ _process_resolved = False
 
 
 def resolve_process_secrets() -> list[str]:
-    """`resolve_secret_settings` on this process's environment, once: every entry point (the
-    function app's first use of settings, the dev host, the CLI) calls it before reading
-    settings, and only the first call does any work."""
+    """`resolve_secret_settings` on this process's environment, once: every entry point
+    (`function_app.py` when imported, the dev host, the CLI) calls it before reading settings,
+    and only the first call does any work."""
     global _process_resolved
     with _process_lock:
         if _process_resolved:

@@ -68,11 +68,14 @@ class ApprovalRequest(Model):
     timeout_seconds: int = Field(86_400, ge=1, le=MAX_APPROVAL_SECONDS)
 
 
+MAX_BY = 200
+
+
 class Approval(Model):
     """The external event `approval` that answers an approval workflow."""
 
     decision: Literal["approve", "reject"]
-    by: str = Field(min_length=1, max_length=200)
+    by: str = Field(min_length=1, max_length=MAX_BY)
     comment: str = Field("", max_length=2000)
 
 
@@ -179,11 +182,9 @@ def _step(context: Any, agent_id: str, task: dict[str, Any], step: int) -> dict[
 def decide_one(context: Any) -> Generator[Any, Any, Any]:
     """One agent's decision as a sub-orchestration, so fan-out can run them in parallel."""
     payload = context.get_input()
-    return (
-        yield from _decide(
-            context, payload["agent_id"], payload["task"], payload["workflow"], payload["step"]
-        )
-    )
+    # Inputs from before a deploy name no workflow or step: the instance is its own workflow.
+    workflow, step = payload.get("workflow", context.instance_id), payload.get("step", 0)
+    return (yield from _decide(context, payload["agent_id"], payload["task"], workflow, step))
 
 
 def vote(context: Any) -> Generator[Any, Any, Any]:

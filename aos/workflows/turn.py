@@ -120,6 +120,7 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
     step = "turn_load_context"
     usage: dict[str, int] = {}
     outcome: dict[str, Any] = {}
+    definition = grant["snapshot"]["definition"]
     try:
         orchestration_step(context, step, traceparent)
         recalled = yield context.call_activity_with_retry(
@@ -151,6 +152,7 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
             # Judge again with the answer, the policies and the agent as they are now.
             step = "turn_govern"
             snapshot = yield context.call_entity(df.EntityId(ENTITY_NAME, agent_id), "snapshot")
+            definition = snapshot["definition"]  # act with the MCP servers as they are now
             verdict = yield context.call_activity_with_retry(
                 step,
                 retry,
@@ -160,6 +162,7 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
                     "snapshot": snapshot,
                     "now": context.current_utc_datetime.isoformat(),
                     "approval": approval,
+                    "asked": verdict["approval"],
                 },
             )
         step = "turn_act"
@@ -171,7 +174,7 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
                 "agent_id": agent_id,
                 "event": event,
                 "decision": made["decision"],
-                "definition": grant["snapshot"]["definition"],
+                "definition": definition,
                 "verdict": verdict,
             },
         )
@@ -182,6 +185,10 @@ def run_turn(context: Any, agent_id: str, grant: dict[str, Any]) -> Generator[An
             step, retry, {"agent_id": agent_id, "event": event, "outcome": outcome}
         )
         return outcome
+    except TurnLostError as exc:
+        # The event is another turn's now: record nothing for it (its commit from here is
+        # ignored as stale).
+        return {"status": "failed", "failed_step": step, "error": str(exc), "usage": usage}
     except Exception as exc:  # the activity failed every attempt
         acted = outcome if step == "turn_record" else {}
         outcome = {

@@ -162,10 +162,14 @@ async def test_only_a_named_approver_may_answer(
 
     alice = await answer(operator)
     assert alice.status == 403 and alice.body["error"]["field"] == "approvers"
+    # A display name is not who someone is: only the sign-in name or object id count.
+    named_bob = token_headers(keys, "AOS.Operator", preferred_username=None, name="bob@contoso.com")
+    assert (await answer(named_bob)).status == 403
     bob = token_headers(keys, "AOS.Operator", preferred_username="bob@contoso.com")
     assert (await answer(bob)).status == 202
     status = await entra.engine.wait_for(instance, timeout=30)
     assert status["runtimeStatus"] == "Completed"
+    assert status["output"]["by"] == "bob@contoso.com"  # who signed in, not the body's "someone"
 
 
 # -- input hardening (function keys, the default) ----------------------------------------------

@@ -113,6 +113,7 @@ async def test_valid_token_gives_operator_and_reader(
         roles=frozenset({Role.READER, Role.OPERATOR}),
         app_id=CLIENT_APP,
         app_only=False,
+        username="alice@contoso.com",
     )
     assert caller.role is Role.OPERATOR
     assert caller.actor == "entra:alice@contoso.com"
