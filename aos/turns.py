@@ -267,13 +267,13 @@ async def act(
     definition: AgentDefinition,
     verdict: Verdict,
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """Carry out the decision, which `verdict` must allow: publish its messages to other agents
-    and make its MCP tool calls, each recorded in the audit chain first. Returns the message ids
-    and the tool results (a failed call is a result, not an error)."""
+    """Carry out the decision as far as `verdict` allows: nothing when it refuses; else publish
+    its messages to other agents and make its MCP tool calls, each recorded in the audit chain
+    first. Returns the message ids and the tool results (a failed call is a result)."""
     from aos.mcp.client import call_tools
     from aos.messaging.publisher import publisher_from_settings
 
-    if decision is None or decision.outcome != "act":
+    if decision is None or decision.outcome != "act" or not verdict.executable:
         return [], []
     if not verdict.permits(decision):
         raise PolicyViolationError(
@@ -305,23 +305,6 @@ async def act(
             results = await call_tools(definition.mcp_servers, decision.tool_calls)
             tools = [result.model_dump() for result in results]
         return [m.id for m in messages], tools
-
-
-async def act_on_verdict(
-    settings: Settings,
-    store: AgentStore,
-    agent_id: Slug,
-    event: EventEnvelope,
-    decision: Decision | None,
-    definition: AgentDefinition,
-    verdict: Verdict,
-) -> dict[str, Any]:
-    """The turn's act step: act if the verdict allows, and return the turn's outcome."""
-    sent: list[str] = []
-    tools: list[dict[str, Any]] = []
-    if verdict.executable:
-        sent, tools = await act(settings, store, agent_id, event, decision, definition, verdict)
-    return turn_outcome(decision, sent, tools=tools, verdict=verdict)
 
 
 def turn_outcome(

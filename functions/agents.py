@@ -81,18 +81,21 @@ async def turn_act(payload: dict[str, Any]) -> dict[str, Any]:
     from aos.agents.models import AgentDefinition, Decision, EventEnvelope
     from aos.governance.policy import Verdict
     from aos.runtime import agent_store, settings
-    from aos.turns import act_on_verdict
+    from aos.turns import act, turn_outcome
 
     raw = payload.get("decision")
-    return await act_on_verdict(
+    decision = Decision.model_validate(raw) if raw else None
+    verdict = Verdict.model_validate(payload["verdict"])
+    sent, tools = await act(
         settings(),
         agent_store(),
         payload["agent_id"],
         EventEnvelope.model_validate(payload["event"]),
-        Decision.model_validate(raw) if raw else None,
+        decision,
         AgentDefinition.model_validate(payload["definition"]),
-        Verdict.model_validate(payload["verdict"]),
+        verdict,
     )
+    return turn_outcome(decision, sent, tools=tools, verdict=verdict)
 
 
 @bp.activity_trigger(input_name="payload", activity="turn_record")

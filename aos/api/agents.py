@@ -24,7 +24,7 @@ from aos.agents.models import (
 )
 from aos.agents.state import MAX_GOALS, AgentState, Lifecycle
 from aos.api.governance import audit_change, fingerprint
-from aos.api.http import ApiRequest, ApiResponse, requires
+from aos.api.http import ApiRequest, ApiResponse, page_response, requires
 from aos.delivery import deliver, ensure_turn
 from aos.errors import (
     AlreadyExistsError,
@@ -118,8 +118,7 @@ async def list_agents(request: ApiRequest, client: Any, store: AgentStore) -> Ap
             field="lifecycle",
         )
     page = await store.registry.list(
-        page_size=request.int_param("page_size", 50),
-        continuation=request.params.get("continuation"),
+        **request.paging(),
         lifecycle=Lifecycle(lifecycle) if lifecycle else None,
     )
     return ApiResponse(
@@ -320,23 +319,15 @@ async def list_goals(request: ApiRequest, client: Any, store: AgentStore) -> Api
     return ApiResponse(200, {"items": entity["state"]["goals"]})
 
 
-def _page_body(page: Any) -> dict[str, Any]:
-    return {
-        "items": [item.model_dump(mode="json") for item in page.items],
-        "continuation": page.continuation,
-    }
-
-
 @requires("reader")
 async def history(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     agent_id = request.agent_id()
     await store.registry.get(agent_id)
     page = await store.context.list_events(
         agent_id,
-        page_size=request.int_param("page_size", 50),
-        continuation=request.params.get("continuation"),
+        **request.paging(),
     )
-    return ApiResponse(200, _page_body(page))
+    return page_response(page)
 
 
 @requires("reader")
@@ -345,7 +336,6 @@ async def memories(request: ApiRequest, client: Any, store: AgentStore) -> ApiRe
     await store.registry.get(agent_id)
     page = await store.context.list_memories(
         agent_id,
-        page_size=request.int_param("page_size", 50),
-        continuation=request.params.get("continuation"),
+        **request.paging(),
     )
-    return ApiResponse(200, _page_body(page))
+    return page_response(page)

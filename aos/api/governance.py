@@ -9,7 +9,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel
 
-from aos.api.http import ApiRequest, ApiResponse, requires
+from aos.api.http import ApiRequest, ApiResponse, page_response, requires
 from aos.errors import InvalidInputError
 from aos.governance.audit import GOVERNANCE_CHAIN
 from aos.governance.policy import Policy
@@ -43,16 +43,9 @@ def fingerprint(document: BaseModel) -> str:
 @requires("reader")
 async def list_policies(request: ApiRequest, client: Any, store: AgentStore) -> ApiResponse:
     page = await store.policies.list(
-        page_size=request.int_param("page_size", 50),
-        continuation=request.params.get("continuation"),
+        **request.paging(),
     )
-    return ApiResponse(
-        200,
-        {
-            "items": [p.model_dump(mode="json") for p in page.items],
-            "continuation": page.continuation,
-        },
-    )
+    return page_response(page)
 
 
 @requires("reader")
@@ -105,16 +98,9 @@ async def audit_records(request: ApiRequest, client: Any, store: AgentStore) -> 
     """An audit chain, oldest record first: an agent's, or the governance chain."""
     page = await store.audit.list(
         _chain(request),
-        page_size=request.int_param("page_size", 50),
-        continuation=request.params.get("continuation"),
+        **request.paging(),
     )
-    return ApiResponse(
-        200,
-        {
-            "items": [r.model_dump(mode="json") for r in page.items],
-            "continuation": page.continuation,
-        },
-    )
+    return page_response(page)
 
 
 @requires("reader")

@@ -108,6 +108,13 @@ class ApiRequest:
     def agent_id(self) -> str:
         return self.slug("agent_id")
 
+    def paging(self) -> dict[str, Any]:
+        """The `page_size` and `continuation` query parameters, as a listing takes them."""
+        return {
+            "page_size": self.int_param("page_size", 50),
+            "continuation": self.params.get("continuation"),
+        }
+
     @property
     def request_id(self) -> str:
         """The client's request id (`x-ms-client-request-id` or `x-request-id`) when it sent a
@@ -188,6 +195,17 @@ def check_depth(data: Any, limit: int = MAX_JSON_DEPTH) -> None:
             for child in (node.values() if isinstance(node, dict) else node)
             if isinstance(child, containers)
         ]
+
+
+def page_response(page: Any) -> ApiResponse:
+    """A page of a listing as the API answers it: items and the token for the next page."""
+    return ApiResponse(
+        200,
+        {
+            "items": [item.model_dump(mode="json") for item in page.items],
+            "continuation": page.continuation,
+        },
+    )
 
 
 def validate(model: type[M], data: Any) -> M:

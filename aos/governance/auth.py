@@ -175,11 +175,16 @@ def _role_map(raw: str) -> dict[str, Role]:
     return mapping
 
 
+def _https_or_local(url: str) -> bool:
+    """An https URL, or plain http to this machine (a local identity provider in tests)."""
+    parts = urlsplit(url)
+    local_http = parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS
+    return bool(parts.hostname) and (parts.scheme == "https" or local_http)
+
+
 def _authority(raw: str) -> str:
     authority = raw.strip().rstrip("/")
-    parts = urlsplit(authority)
-    local_http = parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS
-    if not parts.hostname or not (parts.scheme == "https" or local_http):
+    if not _https_or_local(authority):
         raise ConfigurationError(
             f"setting {AUTHORITY} is {raw!r}; it must be an https URL such as "
             f"{DEFAULT_AUTHORITY} (plain http only for localhost)",
@@ -517,9 +522,7 @@ class EntraTokenValidator:
         self._jwks_uri = jwks_uri
 
     def _check_url(self, url: str) -> None:
-        parts = urlsplit(url)
-        local_http = parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS
-        if not parts.hostname or not (parts.scheme == "https" or local_http):
+        if not _https_or_local(url):
             raise IdentityProviderUnavailableError(
                 f"the OpenID configuration at {self.discovery_url} names a key set that is not "
                 f"an https URL ({_show(url)}); check {AUTHORITY}",

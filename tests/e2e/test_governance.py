@@ -75,8 +75,14 @@ async def test_an_approval_gated_action_with_entra_id_roles(
     assert (await call(host, "POST", "/api/agents/ceo/events", event, **operator)).status == 202
 
     async def awaiting() -> str | None:
+        """The approval, once its workflow is open for an answer (the entity names it a moment
+        before the workflow starts)."""
         state = (await call(host, "GET", "/api/agents/ceo", **reader)).body
-        return (state.get("active_turn") or {}).get("awaiting_approval")
+        approval_id = (state.get("active_turn") or {}).get("awaiting_approval")
+        if approval_id is None:
+            return None
+        status = await call(host, "GET", f"/api/workflows/{approval_id}", **reader)
+        return approval_id if status.status == 200 and status.body["custom_status"] else None
 
     approval_id = await until(awaiting, "the turn to wait for approval")
     answer = {"decision": "approve", "by": "alice"}

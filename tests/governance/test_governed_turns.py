@@ -175,10 +175,17 @@ APPROVAL_POLICY = {
 
 
 async def awaiting_approval(app: App, agent_id: str) -> str:
+    """The approval the agent's turn waits on, once its workflow is open for an answer (the
+    entity names it a moment before the workflow starts)."""
     for _ in range(200):
-        turn = (await app.agent(agent_id))["active_turn"]
-        if turn and turn.get("awaiting_approval"):
-            return turn["awaiting_approval"]
+        turn = (await app.agent(agent_id))["active_turn"] or {}
+        if approval_id := turn.get("awaiting_approval"):
+            status = await app.call(
+                "workflow_status", "GET", f"workflows/{approval_id}",
+                route={"instance_id": approval_id},
+            )  # fmt: skip
+            if status.status == 200 and status.body["custom_status"]:
+                return approval_id
         await app.engine.wait_until_idle(timeout=1)
     raise AssertionError("the turn never waited for approval")
 
